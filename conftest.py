@@ -1,0 +1,48 @@
+"""Fixtures shared by every test: real RabbitMQ vhosts, a real MongoDB-compatible server."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from activity_contract.testing import DEFAULT_RABBITMQ_URL, SecantusServer, rabbit_vhost
+
+RABBITMQ_BASE_URL = os.environ.get("TEST_RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
+
+
+@pytest.fixture
+def rabbit_url() -> Iterator[str]:
+    """A RabbitMQ URL on a virtual host of this test's own, deleted afterwards."""
+    with rabbit_vhost(RABBITMQ_BASE_URL) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mongo_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`MONGODB_URL` when it names a server, otherwise a SecantusDB started for the session."""
+    if url := os.environ.get("MONGODB_URL"):
+        yield url
+        return
+    with SecantusServer(tmp_path_factory.mktemp("secantus")) as server:
+        yield server.url
+
+
+@pytest.fixture
+async def mongo_database(mongo_server_url: str) -> AsyncIterator[str]:
+    """The name of a database of this test's own, dropped afterwards."""
+    name = f"event_tracker_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_server_url)
+    try:
+        await client.drop_database(name)
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def secantus_storage(tmp_path: Path) -> Path:
+    """A storage folder for a SecantusDB server a test starts and stops itself."""
+    return tmp_path / "secantus"

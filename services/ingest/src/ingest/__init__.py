@@ -1,0 +1,1 @@
+"""event-tracker ingest service: validate, publish, answer 202."""

@@ -1,0 +1,51 @@
+"""The ingest app factory: routers, lifespan, middleware and error handlers."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from activity_contract.settings import load_settings
+from ingest.errors import install_error_handlers
+from ingest.publishing import ActivityPublisher
+from ingest.request_guards import BATCH_MAX_BYTES, SINGLE_EVENT_MAX_BYTES, JsonBodyGuard
+from ingest.request_id import RequestIdMiddleware
+from ingest.routes import activities, health
+from ingest.settings import IngestSettings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    """Build the ingest app; with no settings, read them from the environment."""
+    settings = settings or load_settings(IngestSettings)
+    publisher = ActivityPublisher(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await publisher.start()
+        try:
+            yield
+        finally:
+            await publisher.stop()
+
+    app = FastAPI(
+        title="event-tracker ingest",
+        version="1.0.0",
+        description="Accepts user activity events and publishes them to RabbitMQ.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.publisher = publisher
+    app.include_router(activities.router, prefix=API_PREFIX)
+    app.include_router(health.router)
+    install_error_handlers(app)
+    app.add_middleware(
+        JsonBodyGuard,
+        limits={
+            f"{API_PREFIX}/activities": SINGLE_EVENT_MAX_BYTES,
+            f"{API_PREFIX}/activities/batch": BATCH_MAX_BYTES,
+        },
+    )
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,102 @@
+"""The FastStream publisher and its policy: persistent, confirmed, routed, or 503."""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
+
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from faststream.exceptions import IncorrectState
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+
+from activity_contract.events import ActivityMessage
+from activity_contract.topology import activity_queues
+from ingest.errors import BrokerUnavailableError
+from ingest.settings import IngestSettings
+
+if TYPE_CHECKING:
+    from faststream.rabbit.schemas.queue import ClassicQueueArgs
+
+logger = logging.getLogger(__name__)
+
+# What a publish raises when RabbitMQ is down, slow, or returns the message as unroutable.
+PUBLISH_FAILURES = (
+    TimeoutError,
+    AMQPError,
+    ChannelInvalidStateError,
+    ConnectionError,
+    IncorrectState,
+)
+READINESS_PING_SECONDS = 1.0
+
+
+class ActivityPublisher:
+    """Publishes activity messages; returns only after RabbitMQ confirmed each one."""
+
+    def __init__(self, settings: IngestSettings) -> None:
+        """Build the broker (not connected yet) from settings."""
+        # on_return_raises: a mandatory message that no queue takes becomes an error.
+        self.broker = RabbitBroker(
+            settings.rabbitmq_url,
+            default_channel=Channel(on_return_raises=True),
+            log_level=logging.DEBUG,
+        )
+        self._queues = [
+            RabbitQueue(
+                queue.name, durable=True, arguments=cast("ClassicQueueArgs", queue.arguments)
+            )
+            for queue in activity_queues(settings.queue_type, settings.queue_delivery_limit)
+        ]
+        self._publisher = self.broker.publisher(
+            self._queues[-1],
+            persist=True,
+            title="user_activities:publish",
+            description="Ingest publishes every accepted event here.",
+            schema=ActivityMessage,
+        )
+        self._timeout = settings.publish_timeout_seconds
+
+    async def start(self) -> None:
+        """Connect and declare the queues, so events are kept before any processor runs."""
+        await self.broker.start()
+        for queue in self._queues:
+            await self.broker.declare_queue(queue)
+
+    async def stop(self) -> None:
+        """Close the connection."""
+        await self.broker.stop()
+
+    async def is_connected(self) -> bool:
+        """Whether the broker connection is usable right now."""
+        return await self.broker.ping(timeout=READINESS_PING_SECONDS)
+
+    async def publish(self, message: ActivityMessage, request_id: str) -> None:
+        """Publish one message; raise `BrokerUnavailableError` unless it was confirmed."""
+        try:
+            await self._publisher.publish(
+                message.model_dump_json().encode(),
+                message_id=str(message.event_id),
+                correlation_id=request_id,
+                content_type="application/json",
+                timeout=self._timeout,
+            )
+        except PUBLISH_FAILURES as error:
+            logger.warning(
+                "publish failed",
+                extra={
+                    "request_id": request_id,
+                    "event_id": str(message.event_id),
+                    "error_type": type(error).__name__,
+                },
+            )
+            raise BrokerUnavailableError from error
+
+    async def publish_many(self, messages: Sequence[ActivityMessage], request_id: str) -> None:
+        """Publish all messages concurrently and await their confirms together."""
+        results = await asyncio.gather(
+            *(self.publish(message, request_id) for message in messages),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result

@@ -1,0 +1,43 @@
+"""Liveness and readiness (SPEC §3.4)."""
+
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from ingest.dependencies import PublisherDep
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+DependencyState = Literal["up", "down", "degraded"]
+
+
+class Live(BaseModel):
+    """The process is up."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    """Whether ingest can accept events, and the state of each dependency."""
+
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, DependencyState]
+
+
+@router.get("/live")
+async def live() -> Live:
+    """Answer while the process runs."""
+    return Live()
+
+
+@router.get("/ready", responses={503: {"model": Readiness}})
+async def ready(publisher: PublisherDep) -> JSONResponse:
+    """200 when the broker connection is usable, 503 otherwise."""
+    broker_up = await publisher.is_connected()
+    body = Readiness(
+        status="ready" if broker_up else "unavailable",
+        checks={"broker": "up" if broker_up else "down"},
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if broker_up else 503)

@@ -1,0 +1,1 @@
+"""event-tracker processor: consume, bulk write, ack."""

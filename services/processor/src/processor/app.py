@@ -1,0 +1,105 @@
+"""The processor app factory: broker, subscriber wiring, health routes, AsyncAPI docs."""
+
+import logging
+from typing import TYPE_CHECKING, cast
+
+from faststream.asgi import AsgiFastStream, AsyncAPIRoute
+from faststream.middlewares import AckPolicy
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from faststream.specification import AsyncAPI
+
+from activity_contract.events import ActivityMessage
+from activity_contract.settings import ConfigurationError, load_settings
+from activity_contract.topology import activity_queues
+from processor.bulk_writer import BulkWriter
+from processor.documents import Activity, init_documents, mongo_client
+from processor.handlers import DeadLetterUndecodable, make_activity_handler
+from processor.health import health_routes
+from processor.settings import ProcessorSettings
+
+if TYPE_CHECKING:
+    from faststream.rabbit.schemas.queue import ClassicQueueArgs
+
+# In-flight handlers get this long to finish and ack at shutdown; the rest are redelivered.
+GRACEFUL_TIMEOUT_SECONDS = 20.0
+
+
+def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
+    """Build the processor app; with no settings, read them from the environment."""
+    settings = settings or load_settings(ProcessorSettings)
+    if settings.mongodb_url is None:
+        raise ConfigurationError(
+            "invalid configuration: MONGODB_URL is not set (`make run` starts the whole stack"
+            " with an embedded database)"
+        )
+    broker = RabbitBroker(
+        settings.rabbitmq_url,
+        middlewares=[DeadLetterUndecodable],
+        graceful_timeout=GRACEFUL_TIMEOUT_SECONDS,
+        log_level=logging.DEBUG,
+        description="RabbitMQ carrying user activity events from ingest to processor.",
+    )
+    dead_letter_queue, activity_queue = (
+        RabbitQueue(queue.name, durable=True, arguments=cast("ClassicQueueArgs", queue.arguments))
+        for queue in activity_queues(settings.queue_type, settings.queue_delivery_limit)
+    )
+    client = mongo_client(settings.mongodb_url)
+    writer = BulkWriter(
+        lambda documents: Activity.insert_many(documents, ordered=False),
+        batch_size=settings.processor_batch_size,
+        max_wait=settings.processor_batch_wait_ms / 1000,
+    )
+    broker.subscriber(
+        activity_queue,
+        ack_policy=AckPolicy.MANUAL,
+        channel=Channel(prefetch_count=settings.processor_prefetch),
+        title="user_activities:consume",
+        description="The processor stores each event in MongoDB (collection `activities`) "
+        "and acknowledges it after a durable write; invalid messages go to "
+        "`user_activities.dlq`.",
+    )(make_activity_handler(writer))
+    # Documents the producing side of the channel; ingest publishes with the same contract.
+    broker.publisher(
+        activity_queue,
+        persist=True,
+        title="user_activities:publish",
+        description="The ingest service publishes each accepted event here: persistent, "
+        "with publisher confirms, `message_id` = `event_id`, `correlation_id` = HTTP "
+        "request id, `content_type` = `application/json`.",
+        schema=ActivityMessage,
+    )
+
+    async def connect_database() -> None:
+        await init_documents(client, settings.mongodb_database)
+
+    async def declare_dead_letter_queue() -> None:
+        await broker.declare_queue(dead_letter_queue)
+
+    async def close() -> None:
+        await writer.drain()
+        await client.close()
+
+    return AsgiFastStream(
+        broker,
+        asgi_routes=health_routes(broker, client),
+        asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
+        specification=AsyncAPI(
+            broker,
+            title="event-tracker",
+            version="1.0.0",
+            description="User activity events: queue `user_activities` (durable, "
+            "dead-lettering to `user_activities.dlq`).",
+        ),
+        on_startup=[connect_database],
+        after_startup=[declare_dead_letter_queue],
+        after_shutdown=[close],
+    )
+
+
+def create_asyncapi_app() -> AsgiFastStream:
+    """The app with built-in defaults only, for `faststream docs gen`.
+
+    The generated `asyncapi.yaml` describes the contract, so it must not depend on whatever
+    environment the generator runs in.
+    """
+    return create_app(ProcessorSettings.model_construct(mongodb_url="mongodb://localhost:27017"))

@@ -1,0 +1,174 @@
+"""Group documents into unordered bulk inserts by size and time; report each one's fate.
+
+A caller awaits `write(document)` and acknowledges its message only after the outcome,
+which is known only once the whole group was written with a durable write concern.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WriteConcernError,
+)
+
+from processor.documents import Activity
+
+logger = logging.getLogger(__name__)
+
+DUPLICATE_KEY = 11000
+# Server error codes that say "try again later", not "this document is bad".
+TRANSIENT_CODES = frozenset({6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+
+InsertMany = Callable[[Sequence[Activity]], Awaitable[Any]]
+
+
+class WriteOutcome(Enum):
+    """What happened to one document."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # already stored: success for an idempotent write
+    REJECTED = "rejected"  # the database refuses this document: dead-letter it
+    RETRY_LATER = "retry_later"  # the database stayed unavailable: requeue the message
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for transient database failures, retried in-process before giving up."""
+
+    first_delay: float = 0.1
+    max_delay: float = 5.0
+    give_up_after: float = 60.0
+
+
+def _is_transient(error: PyMongoError) -> bool:
+    if isinstance(error, ConnectionFailure | WriteConcernError | ExecutionTimeout):
+        return True
+    if isinstance(error, OperationFailure) and not isinstance(error, BulkWriteError):
+        return error.code in TRANSIENT_CODES or error.has_error_label("RetryableWriteError")
+    return False
+
+
+class BulkWriter:
+    """Collects documents and inserts them in groups of up to `batch_size` or `max_wait`."""
+
+    def __init__(
+        self,
+        insert_many: InsertMany,
+        batch_size: int,
+        max_wait: float,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        """Write through `insert_many`, which must insert unordered and durably."""
+        self._insert_many = insert_many
+        self._batch_size = batch_size
+        self._max_wait = max_wait
+        self._retry = retry or RetryPolicy()
+        self._pending: list[tuple[Activity, asyncio.Future[WriteOutcome]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._groups: set[asyncio.Task[None]] = set()
+
+    async def write(self, document: Activity) -> WriteOutcome:
+        """Queue a document and wait until its group was written (or gave up)."""
+        future: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
+        self._pending.append((document, future))
+        if len(self._pending) >= self._batch_size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._max_wait, self._flush)
+        return await asyncio.shield(future)
+
+    async def drain(self) -> None:
+        """Write whatever is pending and wait for every group in flight."""
+        self._flush()
+        while self._groups:
+            await asyncio.gather(*self._groups, return_exceptions=True)
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        group, self._pending = self._pending, []
+        task = asyncio.create_task(self._write_group(group))
+        self._groups.add(task)
+        task.add_done_callback(self._groups.discard)
+
+    async def _write_group(
+        self, group: list[tuple[Activity, asyncio.Future[WriteOutcome]]]
+    ) -> None:
+        outcomes = await self._insert_with_retries([document for document, _ in group])
+        for (_, future), outcome in zip(group, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)
+
+    async def _insert_with_retries(self, documents: list[Activity]) -> list[WriteOutcome]:
+        outcomes = [WriteOutcome.RETRY_LATER] * len(documents)
+        todo = list(range(len(documents)))  # indexes still to write
+        delay, waited = self._retry.first_delay, 0.0
+        while todo:
+            todo = await self._insert_once([documents[i] for i in todo], outcomes, todo)
+            if not todo:
+                break
+            if waited >= self._retry.give_up_after:
+                logger.error("database unavailable, requeueing", extra={"documents": len(todo)})
+                break
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, self._retry.max_delay)
+        return outcomes
+
+    async def _insert_once(
+        self, documents: list[Activity], outcomes: list[WriteOutcome], indexes: list[int]
+    ) -> list[int]:
+        """Insert `documents` (at `indexes` of the group); return the indexes to retry."""
+        try:
+            await self._insert_many(documents)
+        except BulkWriteError as error:
+            return self._sort_write_errors(error, outcomes, indexes)
+        except PyMongoError as error:
+            if not _is_transient(error):
+                logger.exception("bulk insert refused", extra={"documents": len(documents)})
+                for index in indexes:
+                    outcomes[index] = WriteOutcome.REJECTED
+                return []
+            logger.warning(
+                "bulk insert failed, will retry",
+                extra={"documents": len(documents), "error_type": type(error).__name__},
+            )
+            return indexes
+        for index in indexes:
+            outcomes[index] = WriteOutcome.STORED
+        return []
+
+    @staticmethod
+    def _sort_write_errors(
+        error: BulkWriteError, outcomes: list[WriteOutcome], indexes: list[int]
+    ) -> list[int]:
+        failed: dict[int, int] = {
+            indexes[item["index"]]: item["code"] for item in error.details.get("writeErrors", [])
+        }
+        retry = []
+        for index in indexes:
+            code = failed.get(index)
+            if code is None:
+                outcomes[index] = WriteOutcome.STORED
+            elif code == DUPLICATE_KEY:
+                outcomes[index] = WriteOutcome.DUPLICATE
+            elif code in TRANSIENT_CODES:
+                retry.append(index)
+            else:
+                outcomes[index] = WriteOutcome.REJECTED
+        if error.details.get("writeConcernErrors"):
+            # Written but not confirmed durable: write again; a repeat is a duplicate.
+            return indexes
+        return retry

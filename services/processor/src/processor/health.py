@@ -1,0 +1,51 @@
+"""Processor health routes on its own port (SPEC §11)."""
+
+import asyncio
+import json
+
+from faststream.asgi import AsgiResponse, get
+from faststream.asgi.handlers import HttpHandler
+from faststream.rabbit import RabbitBroker
+from pymongo import AsyncMongoClient
+
+PING_SECONDS = 1.0
+
+
+def _json(body: dict[str, object], status_code: int = 200) -> AsgiResponse:
+    return AsgiResponse(
+        json.dumps(body).encode(), status_code, headers={"content-type": "application/json"}
+    )
+
+
+async def _mongo_up(client: AsyncMongoClient[dict[str, object]]) -> bool:
+    try:
+        async with asyncio.timeout(PING_SECONDS):
+            await client.admin.command("ping")
+    except Exception:
+        return False
+    return True
+
+
+def health_routes(
+    broker: RabbitBroker, client: AsyncMongoClient[dict[str, object]]
+) -> list[tuple[str, HttpHandler]]:
+    """`/health/live` and `/health/ready` (broker and MongoDB both needed to do work)."""
+
+    @get(include_in_schema=False)
+    async def live(_: object) -> AsgiResponse:
+        """The process is up."""
+        return _json({"status": "ok"})
+
+    @get(include_in_schema=False)
+    async def ready(_: object) -> AsgiResponse:
+        """200 when both the broker and MongoDB answer, 503 otherwise."""
+        checks = {
+            "broker": "up" if await broker.ping(timeout=PING_SECONDS) else "down",
+            "mongodb": "up" if await _mongo_up(client) else "down",
+        }
+        up = all(state == "up" for state in checks.values())
+        return _json(
+            {"status": "ready" if up else "unavailable", "checks": checks}, 200 if up else 503
+        )
+
+    return [("/health/live", live), ("/health/ready", ready)]

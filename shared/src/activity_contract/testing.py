@@ -1,0 +1,214 @@
+"""Test helpers both services' tests and the end-to-end tests import (standard library only).
+
+They start real processes (SecantusDB, the two services) and create isolated RabbitMQ
+virtual hosts; nothing here fakes a component.
+"""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+RABBITMQ_USER = "guest"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
+    """Block until something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def event_payload(**overrides: Any) -> dict[str, Any]:
+    """A valid `ActivityIn` body; keyword arguments replace or add fields."""
+    payload: dict[str, Any] = {
+        "user_id": "user-1",
+        "event_type": "page_view",
+        "metadata": {"path": "/home"},
+    }
+    payload.update(overrides)
+    return payload
+
+
+def venv_script(name: str) -> str:
+    """Path of a console script installed beside the running interpreter."""
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed (run `uv sync --all-packages`)")
+    return found
+
+
+class SecantusServer:
+    """A SecantusDB server (MongoDB wire protocol, WiredTiger storage) in a child process."""
+
+    def __init__(self, storage_path: Path, *, sync_on_commit: bool = True) -> None:
+        """Prepare a server storing under `storage_path`; `start()` runs it."""
+        self.storage_path = storage_path
+        self.sync_on_commit = sync_on_commit
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The MongoDB connection string."""
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def start(self) -> "SecantusServer":
+        """Start (or restart) the server on the same port and storage; wait until it listens."""
+        self.storage_path.mkdir(parents=True, exist_ok=True)
+        command = [
+            venv_script("secantusd-py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            str(self.storage_path),
+            "--log-level",
+            "WARNING",
+        ]
+        if self.sync_on_commit:
+            command.append("--sync-on-commit")
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        wait_for_port("127.0.0.1", self.port)
+        return self
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """Stop the server with `sig` (SIGKILL simulates a crash) and wait for it."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> "SecantusServer":
+        """Start the server."""
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        """Stop the server."""
+        self.stop()
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run `rabbitmqctl` with `args` and return its output; raise when it fails."""
+    result = subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def with_vhost(url: str, vhost: str) -> str:
+    """`url` pointing at virtual host `vhost`."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+
+
+@contextlib.contextmanager
+def rabbit_vhost(base_url: str = DEFAULT_RABBITMQ_URL) -> Iterator[str]:
+    """A fresh RabbitMQ virtual host for one test; deleted afterwards with all it holds."""
+    vhost = f"event-tracker-test-{uuid.uuid4().hex[:12]}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, RABBITMQ_USER, ".*", ".*", ".*")
+        yield with_vhost(base_url, vhost)
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+def queue_depths(vhost_url: str) -> dict[str, int]:
+    """Messages ready plus unacknowledged per queue of the vhost in `vhost_url`."""
+    vhost = urlsplit(vhost_url).path.lstrip("/")
+    output = rabbitmqctl(
+        "list_queues", "-p", vhost, "name", "messages", "--no-table-headers", "--quiet"
+    )
+    depths = {}
+    for line in output.splitlines():
+        name, _, count = line.rpartition("\t")
+        if name:
+            depths[name] = int(count)
+    return depths
+
+
+class ServiceProcess:
+    """One of the services (`python -m ingest` / `python -m processor`) in a child process."""
+
+    def __init__(self, module: str, env: Mapping[str, str], port: int) -> None:
+        """Prepare `module` with `env` added to this environment, serving HTTP on `port`."""
+        self.module = module
+        self.env = {**os.environ, **env}
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        """Its HTTP address."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> "ServiceProcess":
+        """Start it and wait until `/health/live` answers."""
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module], env=self.env, stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.module} exited with {self.process.returncode}")
+            health = f"{self.base_url}/health/live"
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(health, timeout=1),  # noqa: S310 - our own http URL
+            ):
+                return self
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.module} did not become live in {timeout} s")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send `sig` and wait; return the exit code."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> "ServiceProcess":
+        """Start the service."""
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        """Stop the service."""
+        self.stop()
