@@ -67,10 +67,10 @@ async def activities(
 
 @pytest.fixture
 def wait_for_count(activities: AsyncCollection[Document]) -> WaitForCount:
-    """Wait until the collection holds `expected` documents (or time runs out); return count."""
+    """Wait until the collection holds `expected` documents (or `within` seconds pass); return count."""
 
-    async def wait(expected: int, timeout: float = 60.0) -> int:
-        deadline = time.monotonic() + timeout
+    async def wait(expected: int, within: float = 60.0) -> int:
+        deadline = time.monotonic() + within
         count = await activities.count_documents({})
         while count < expected and time.monotonic() < deadline:
             await asyncio.sleep(0.2)

@@ -109,7 +109,7 @@ async def test_events_accepted_while_processor_is_down_are_stored_when_it_starts
     )
     assert [response.status_code for response in responses] == [202] * 20
     await asyncio.sleep(0.5)
-    assert await wait_for_count(1, timeout=0.1) == 0
+    assert await wait_for_count(1, within=0.1) == 0
 
     processor.start()
     assert await wait_for_count(20) == 20
