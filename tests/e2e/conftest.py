@@ -67,7 +67,7 @@ async def activities(
 
 @pytest.fixture
 def wait_for_count(activities: AsyncCollection[Document]) -> WaitForCount:
-    """Wait until the collection holds `expected` documents (or `within` seconds pass); return count."""
+    """Wait until the collection holds `expected` documents or `within` s pass; return the count."""
 
     async def wait(expected: int, within: float = 60.0) -> int:
         deadline = time.monotonic() + within
