@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # What a publish raises when RabbitMQ is down, slow, or returns the message as unroutable.
+# During a reconnection aio-pika raises ChannelInvalidStateError, a RuntimeError and not an
+# AMQPError; a returned (unroutable) message raises PublishError, an AMQPError.
 PUBLISH_FAILURES = (
     TimeoutError,
     AMQPError,
@@ -73,13 +75,16 @@ class ActivityPublisher:
     async def publish(self, message: ActivityMessage, request_id: str) -> None:
         """Publish one message; raise `BrokerUnavailableError` unless it was confirmed."""
         try:
-            await self._publisher.publish(
-                message.model_dump_json().encode(),
-                message_id=str(message.event_id),
-                correlation_id=request_id,
-                content_type="application/json",
-                timeout=self._timeout,
-            )
+            # The publish's own timeout covers only the wait for the confirm; waiting for a
+            # channel that is being restored is bounded by this outer one.
+            async with asyncio.timeout(self._timeout):
+                await self._publisher.publish(
+                    message.model_dump_json().encode(),
+                    message_id=str(message.event_id),
+                    correlation_id=request_id,
+                    content_type="application/json",
+                    timeout=self._timeout,
+                )
         except PUBLISH_FAILURES as error:
             logger.warning(
                 "publish failed",

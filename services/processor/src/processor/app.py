@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 # In-flight handlers get this long to finish and ack at shutdown; the rest are redelivered.
 GRACEFUL_TIMEOUT_SECONDS = 20.0
+# At shutdown a failing database write is retried this long, then its message is requeued,
+# so in-flight handlers finish well within GRACEFUL_TIMEOUT_SECONDS.
+SHUTDOWN_RETRY_SECONDS = 10.0
 
 
 def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
@@ -75,6 +78,9 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
     async def declare_dead_letter_queue() -> None:
         await broker.declare_queue(dead_letter_queue)
 
+    async def stop_retrying_soon() -> None:
+        writer.begin_shutdown(retry_for=SHUTDOWN_RETRY_SECONDS)
+
     async def close() -> None:
         await writer.drain()
         await client.close()
@@ -92,6 +98,9 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         ),
         on_startup=[connect_database],
         after_startup=[declare_dead_letter_queue],
+        # FastStream runs on_shutdown, then stops the broker (waiting up to graceful_timeout
+        # for in-flight handlers to write and ack), then after_shutdown.
+        on_shutdown=[stop_retrying_soon],
         after_shutdown=[close],
     )
 

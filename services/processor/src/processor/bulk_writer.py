@@ -75,6 +75,7 @@ class BulkWriter:
         self._pending: list[tuple[Activity, asyncio.Future[WriteOutcome]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._groups: set[asyncio.Task[None]] = set()
+        self._give_up_at: float | None = None  # loop time after which retries stop
 
     async def write(self, document: Activity) -> WriteOutcome:
         """Queue a document and wait until its group was written (or gave up)."""
@@ -85,6 +86,15 @@ class BulkWriter:
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._max_wait, self._flush)
         return await asyncio.shield(future)
+
+    def begin_shutdown(self, retry_for: float) -> None:
+        """Write what is pending now and stop retrying `retry_for` seconds from now.
+
+        Groups still failing then report `RETRY_LATER`, so their messages go back to the
+        queue and shutdown stays bounded even while the database is down.
+        """
+        self._give_up_at = asyncio.get_running_loop().time() + retry_for
+        self._flush()
 
     async def drain(self) -> None:
         """Write whatever is pending and wait for every group in flight."""
@@ -119,13 +129,18 @@ class BulkWriter:
             todo = await self._insert_once([documents[i] for i in todo], outcomes, todo)
             if not todo:
                 break
-            if waited >= self._retry.give_up_after:
+            if waited >= self._retry.give_up_after or self._shutting_down_past_deadline():
                 logger.error("database unavailable, requeueing", extra={"documents": len(todo)})
                 break
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, self._retry.max_delay)
         return outcomes
+
+    def _shutting_down_past_deadline(self) -> bool:
+        return (
+            self._give_up_at is not None and asyncio.get_running_loop().time() >= self._give_up_at
+        )
 
     async def _insert_once(
         self, documents: list[Activity], outcomes: list[WriteOutcome], indexes: list[int]

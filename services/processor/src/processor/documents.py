@@ -13,6 +13,11 @@ from activity_contract.events import ActivityMessage
 COLLECTION = "activities"
 # An insert is acknowledged only once a majority has it in its journal (SPEC §6).
 DURABLE_WRITES = WriteConcern(w="majority", j=True)
+# Bound every wait on an unreachable server (pymongo's default server selection is 30 s) so a
+# database outage surfaces as a transient error the bulk writer retries with backoff.
+SERVER_SELECTION_TIMEOUT_MS = 5_000
+CONNECT_TIMEOUT_MS = 5_000
+SOCKET_TIMEOUT_MS = 30_000
 
 
 class Activity(Document):
@@ -58,8 +63,15 @@ class Activity(Document):
 
 
 def mongo_client(url: str) -> AsyncMongoClient[dict[str, object]]:
-    """A client that returns aware UTC datetimes and stores UUIDs in the standard format."""
-    return AsyncMongoClient(url, tz_aware=True, uuidRepresentation="standard")
+    """A client with aware UTC datetimes, standard UUIDs and bounded waits on the server."""
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        uuidRepresentation="standard",
+        serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
+        connectTimeoutMS=CONNECT_TIMEOUT_MS,
+        socketTimeoutMS=SOCKET_TIMEOUT_MS,
+    )
 
 
 async def init_documents(

@@ -5,6 +5,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from faststream import BaseMiddleware, StreamMessage
 from faststream.rabbit import RabbitMessage
 
@@ -61,6 +62,13 @@ class DeadLetterUndecodable(BaseMiddleware):
                 extra={"message_id": msg.message_id, "error_type": type(error).__name__},
             )
             await msg.reject()
+        except (ChannelInvalidStateError, AMQPError) as error:
+            # The channel closed under the handler (broker connection lost): the broker has
+            # already put the unacknowledged message back; a stored copy is a duplicate then.
+            logger.warning(
+                "channel lost before settling, the broker redelivers",
+                extra={"message_id": msg.message_id, "error_type": type(error).__name__},
+            )
         except Exception:
             logger.exception("message handling failed, requeueing")
             if isinstance(msg, RabbitMessage):
