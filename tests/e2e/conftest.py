@@ -1,8 +1,11 @@
 """The whole pipeline as real processes: ingest and processor against real services."""
 
 import asyncio
+import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -10,10 +13,20 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
-from activity_contract.testing import ServiceProcess, free_port
+from activity_contract.testing import (
+    PostOutcome,
+    ServiceProcess,
+    event_payload,
+    free_port,
+    queue_depths,
+)
+from activity_contract.topology import ACTIVITY_QUEUE
 
 Document = dict[str, Any]
-WaitForCount = Callable[[int], Awaitable[int]]
+WaitForCount = Callable[..., Awaitable[int]]
+WaitUntil = Callable[..., Awaitable[bool]]
+QueueDepth = Callable[..., Awaitable[int]]
+StoredCheck = Callable[..., Awaitable[list[str]]]
 
 
 @pytest.fixture
@@ -78,3 +91,110 @@ def wait_for_count(activities: AsyncCollection[Document]) -> WaitForCount:
         return count
 
     return wait
+
+
+PostEvents = Callable[..., Awaitable[PostOutcome]]
+
+
+@pytest.fixture
+def post_events(client: httpx.AsyncClient) -> PostEvents:
+    """Post events one request each, `concurrency` at a time, with ids chosen here.
+
+    Call as `await post_events(count)` or `await post_events(ids=[...])` (to retry ids);
+    every answer other than 202 and 503 is recorded in `statuses` for the test to judge.
+    Pass `outcome` to watch progress while the posting runs in a task.
+    """
+
+    async def post(
+        count: int = 0,
+        *,
+        ids: Sequence[str] = (),
+        concurrency: int = 8,
+        outcome: PostOutcome | None = None,
+    ) -> PostOutcome:
+        outcome = outcome if outcome is not None else PostOutcome()
+        todo = iter(list(ids) or [str(uuid.uuid4()) for _ in range(count)])
+
+        async def worker() -> None:
+            for event_id in todo:
+                body = event_payload(event_id=event_id, user_id=f"user-{event_id[:4]}")
+                try:
+                    response = await client.post("/api/v1/activities", json=body)
+                except httpx.TransportError:
+                    outcome.statuses[0] += 1
+                    continue
+                outcome.statuses[response.status_code] += 1
+                if response.status_code == 202:
+                    outcome.accepted.append(event_id)
+                elif response.status_code == 503:
+                    assert response.json()["error"] == "broker_unavailable"
+                    assert response.headers["Retry-After"].isdigit()
+                    outcome.refused.append(event_id)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return outcome
+
+    return post
+
+
+@pytest.fixture
+def wait_until() -> WaitUntil:
+    """Poll a condition (sync or async) every 0.2 s until it holds or `within` s pass."""
+
+    async def wait(condition: Callable[[], object], within: float = 60.0) -> bool:
+        deadline = time.monotonic() + within
+        while True:
+            result = condition()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.2)
+
+    return wait
+
+
+@pytest.fixture
+def queue_depth(rabbit_url: str) -> QueueDepth:
+    """Messages (ready + unacknowledged) in a queue of this test's vhost, read off-loop."""
+
+    async def depth(queue: str = ACTIVITY_QUEUE, column: str = "messages") -> int:
+        depths = await asyncio.to_thread(queue_depths, rabbit_url, column)
+        return depths.get(queue, 0)
+
+    return depth
+
+
+@pytest.fixture
+def assert_stored_exactly_once(
+    activities: AsyncCollection[Document],
+    wait_for_count: WaitForCount,
+    wait_until: WaitUntil,
+    queue_depth: QueueDepth,
+) -> StoredCheck:
+    """Assert every accepted id is stored exactly once and nothing else but `allowed` is.
+
+    Waits until the activity queue is empty, so no late write can change the answer.
+    """
+
+    async def check(
+        accepted: Collection[str], allowed: Collection[str] = (), within: float = 90.0
+    ) -> list[str]:
+        await wait_for_count(len(accepted), within)
+        assert await wait_until(lambda: _is_zero(queue_depth()), within), "queue not drained"
+        stored = [str(doc["_id"]) async for doc in activities.find({}, {"_id": 1})]
+        duplicates = [event_id for event_id, n in Counter(stored).items() if n > 1]
+        assert not duplicates, f"stored more than once: {duplicates[:5]}"
+        missing = set(accepted) - set(stored)
+        assert not missing, f"{len(missing)} accepted events not stored, e.g. {sorted(missing)[:5]}"
+        unexpected = set(stored) - set(accepted) - set(allowed)
+        assert not unexpected, f"stored but never posted: {sorted(unexpected)[:5]}"
+        return stored
+
+    return check
+
+
+async def _is_zero(depth: Awaitable[int]) -> bool:
+    return await depth == 0

@@ -15,10 +15,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 RABBITMQ_USER = "guest"
@@ -60,6 +62,15 @@ def venv_script(name: str) -> str:
     if found is None:
         raise FileNotFoundError(f"{name} is not installed (run `uv sync --all-packages`)")
     return found
+
+
+@dataclass
+class PostOutcome:
+    """What ingest answered to each posted event, by the client-chosen event id."""
+
+    accepted: list[str] = field(default_factory=list)  # answered 202
+    refused: list[str] = field(default_factory=list)  # answered 503: the client may retry
+    statuses: Counter[int] = field(default_factory=Counter)  # 0 counts "no HTTP answer"
 
 
 class SecantusServer:
@@ -145,11 +156,19 @@ def rabbit_vhost(base_url: str = DEFAULT_RABBITMQ_URL) -> Iterator[str]:
         rabbitmqctl("delete_vhost", vhost)
 
 
-def queue_depths(vhost_url: str) -> dict[str, int]:
-    """Messages ready plus unacknowledged per queue of the vhost in `vhost_url`."""
-    vhost = urlsplit(vhost_url).path.lstrip("/")
+def vhost_of(vhost_url: str) -> str:
+    """The virtual host named in the path of `vhost_url`."""
+    return unquote(urlsplit(vhost_url).path.lstrip("/"))
+
+
+def queue_depths(vhost_url: str, column: str = "messages") -> dict[str, int]:
+    """Per queue of the vhost in `vhost_url`: `column` of `rabbitmqctl list_queues`.
+
+    The default, `messages`, counts ready plus unacknowledged messages;
+    `messages_unacknowledged` counts only those delivered and not yet settled.
+    """
     output = rabbitmqctl(
-        "list_queues", "-p", vhost, "name", "messages", "--no-table-headers", "--quiet"
+        "list_queues", "-p", vhost_of(vhost_url), "name", column, "--no-table-headers", "--quiet"
     )
     depths = {}
     for line in output.splitlines():
@@ -157,6 +176,32 @@ def queue_depths(vhost_url: str) -> dict[str, int]:
         if name:
             depths[name] = int(count)
     return depths
+
+
+def close_vhost_connections(vhost_url: str, reason: str = "test") -> None:
+    """Drop every client connection to the vhost in `vhost_url` (never the whole node)."""
+    rabbitmqctl("close_all_connections", "-p", vhost_of(vhost_url), reason)
+
+
+@contextlib.contextmanager
+def vhost_outage(vhost_url: str) -> Iterator[None]:
+    """Drop every connection to the vhost and refuse new ones until the block exits.
+
+    A broker outage as the vhost's clients see it (refused reconnects included), while the
+    shared node and every other vhost keep running.
+    """
+    vhost = vhost_of(vhost_url)
+    rabbitmqctl("set_vhost_limits", "-p", vhost, '{"max-connections": 0}')
+    try:
+        close_vhost_connections(vhost_url, "simulated broker outage")
+        yield
+    finally:
+        rabbitmqctl("clear_vhost_limits", "-p", vhost)
+
+
+def delete_queue(vhost_url: str, queue: str) -> None:
+    """Delete `queue` from the vhost in `vhost_url`, messages and all."""
+    rabbitmqctl("delete_queue", "-p", vhost_of(vhost_url), queue)
 
 
 class ServiceProcess:

@@ -1,0 +1,101 @@
+"""RabbitMQ faults: unroutable messages and dropped connections (SPEC §4, §6).
+
+Connections are dropped only in this test's own virtual host; the shared node is never
+stopped or restarted.
+"""
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from activity_contract.testing import (
+    PostOutcome,
+    ServiceProcess,
+    close_vhost_connections,
+    delete_queue,
+    event_payload,
+    vhost_outage,
+)
+from activity_contract.topology import ACTIVITY_QUEUE
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+async def test_unroutable_event_answers_503_not_202(
+    client: httpx.AsyncClient, rabbit_url: str
+) -> None:
+    assert (await client.post("/api/v1/activities", json=event_payload())).status_code == 202
+    await asyncio.to_thread(delete_queue, rabbit_url, ACTIVITY_QUEUE)
+
+    single = await client.post("/api/v1/activities", json=event_payload())
+    batch = await client.post(
+        "/api/v1/activities/batch", json={"events": [event_payload(), event_payload()]}
+    )
+
+    for response in (single, batch):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "broker_unavailable"
+        assert response.headers["Retry-After"].isdigit()
+
+
+async def test_connection_drop_while_posting_loses_and_duplicates_nothing(
+    processor: ServiceProcess,
+    rabbit_url: str,
+    post_events: Any,
+    wait_until: Any,
+    assert_stored_exactly_once: Any,
+) -> None:
+    processor.start()
+    progress = PostOutcome()
+    posting = asyncio.create_task(post_events(1000, concurrency=8, outcome=progress))
+    assert await wait_until(lambda: len(progress.accepted) >= 200, within=60)
+
+    # Both services reconnect by themselves at once.
+    await asyncio.to_thread(close_vhost_connections, rabbit_url)
+    outcome = await posting
+    assert set(outcome.statuses) <= {202, 503}, outcome.statuses
+
+    # The client retries what got 503 with the same event ids.
+    retried = await post_events(ids=outcome.refused)
+    assert sorted(retried.accepted) == sorted(outcome.refused), retried.statuses
+    stored = await assert_stored_exactly_once(outcome.accepted + retried.accepted)
+    assert len(stored) == 1000
+
+
+async def test_broker_outage_answers_503_and_both_services_recover(
+    client: httpx.AsyncClient,
+    processor: ServiceProcess,
+    rabbit_url: str,
+    post_events: Any,
+    wait_until: Any,
+    assert_stored_exactly_once: Any,
+) -> None:
+    processor.start()
+    progress = PostOutcome()
+    posting = asyncio.create_task(post_events(600, concurrency=4, outcome=progress))
+    assert await wait_until(lambda: len(progress.accepted) >= 100, within=60)
+
+    with vhost_outage(rabbit_url):
+        answered = sum(progress.statuses.values())
+        assert await wait_until(lambda: sum(progress.statuses.values()) >= answered + 20, 30)
+        assert (await client.get("/health/ready")).status_code == 503
+        async with httpx.AsyncClient(base_url=processor.base_url) as http:
+            assert (await http.get("/health/ready")).status_code == 503
+    # Reconnected by itself, within its reconnect interval.
+    assert await wait_until(lambda: _ready(client), within=60)
+    outcome = await posting
+    assert set(outcome.statuses) <= {202, 503}, outcome.statuses
+    assert outcome.statuses[503] >= 20
+
+    retried = await post_events(ids=outcome.refused)
+    assert sorted(retried.accepted) == sorted(outcome.refused), retried.statuses
+    after = await post_events(100)
+    assert after.statuses == {202: 100}
+    stored = await assert_stored_exactly_once(outcome.accepted + retried.accepted + after.accepted)
+    assert len(stored) == 700
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/health/ready")).status_code == 200
