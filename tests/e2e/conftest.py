@@ -198,3 +198,24 @@ def assert_stored_exactly_once(
 
 async def _is_zero(depth: Awaitable[int]) -> bool:
     return await depth == 0
+
+
+@pytest.fixture
+def start_processor(stack_env: dict[str, str]) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start a processor with extra environment (`start_processor(PROCESSOR_BATCH_WAIT_MS=...)`).
+
+    Every processor started here is stopped after the test.
+    """
+    started: list[ServiceProcess] = []
+
+    def start(**env: str) -> ServiceProcess:
+        service = ServiceProcess(
+            "processor", {**stack_env, **env}, int(env.get("PROCESSOR_PORT", free_port()))
+        )
+        service.env["PROCESSOR_PORT"] = str(service.port)
+        started.append(service)
+        return service.start()
+
+    yield start
+    for service in started:
+        service.stop()

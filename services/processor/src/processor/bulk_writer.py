@@ -124,16 +124,18 @@ class BulkWriter:
     async def _insert_with_retries(self, documents: list[Activity]) -> list[WriteOutcome]:
         outcomes = [WriteOutcome.RETRY_LATER] * len(documents)
         todo = list(range(len(documents)))  # indexes still to write
-        delay, waited = self._retry.first_delay, 0.0
+        loop = asyncio.get_running_loop()
+        # Wall time, not the sum of sleeps: each failed attempt itself can take seconds.
+        give_up_at = loop.time() + self._retry.give_up_after
+        delay = self._retry.first_delay
         while todo:
             todo = await self._insert_once([documents[i] for i in todo], outcomes, todo)
             if not todo:
                 break
-            if waited >= self._retry.give_up_after or self._shutting_down_past_deadline():
+            if loop.time() >= give_up_at or self._shutting_down_past_deadline():
                 logger.error("database unavailable, requeueing", extra={"documents": len(todo)})
                 break
             await asyncio.sleep(delay)
-            waited += delay
             delay = min(delay * 2, self._retry.max_delay)
         return outcomes
 
