@@ -1,0 +1,89 @@
+"""Database outage under load: nothing acknowledged is lost, nothing is stored twice (SPEC §6).
+
+The test runs its own SecantusDB server (with `--sync-on-commit`, as durability needs) and
+stops it; the session's shared server is never touched.
+"""
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+
+from activity_contract.testing import PostOutcome, SecantusServer
+from activity_contract.topology import DEAD_LETTER_QUEUE
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+Document = dict[str, Any]
+
+
+@pytest.fixture
+def own_database(secantus_storage: Path) -> Iterator[SecantusServer]:
+    """A SecantusDB server of this test's own, which it may stop and restart."""
+    server = SecantusServer(secantus_storage).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def own_activities(
+    own_database: SecantusServer, mongo_database: str
+) -> AsyncIterator[AsyncCollection[Document]]:
+    """The `activities` collection on that server."""
+    mongo: AsyncMongoClient[Document] = AsyncMongoClient(
+        own_database.url, uuidRepresentation="standard", serverSelectionTimeoutMS=5000
+    )
+    yield mongo[mongo_database]["activities"]
+    await mongo.close()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+async def test_database_stopped_under_load_then_restarted_loses_nothing(
+    stop_signal: signal.Signals,
+    own_database: SecantusServer,
+    own_activities: AsyncCollection[Document],
+    start_processor: Any,
+    client: httpx.AsyncClient,
+    post_events: Any,
+    wait_until: Any,
+    queue_depth: Any,
+) -> None:
+    processor = start_processor(MONGODB_URL=own_database.url)
+    progress = PostOutcome()
+    posting = asyncio.create_task(post_events(1500, concurrency=8, outcome=progress))
+    assert await wait_until(lambda: _count_at_least(own_activities, 200), within=60)
+
+    await asyncio.to_thread(own_database.stop, stop_signal)
+    async with httpx.AsyncClient(base_url=processor.base_url) as http:
+        assert await wait_until(lambda: _mongo_down(http), within=30)
+    await asyncio.sleep(6.0)  # ingest keeps accepting meanwhile; the processor retries
+    await asyncio.to_thread(own_database.start)
+    outcome = await posting
+
+    # Ingest never depended on the database.
+    assert outcome.statuses == {202: 1500}
+    assert await wait_until(lambda: _count_at_least(own_activities, 1500), within=120)
+    assert await wait_until(lambda: _equals(queue_depth(), 0), within=60)
+    stored = [str(doc["_id"]) async for doc in own_activities.find({}, {"_id": 1})]
+    assert len(stored) == len(set(stored)) == 1500
+    assert set(stored) == set(outcome.accepted)
+    assert await queue_depth(DEAD_LETTER_QUEUE) == 0
+
+
+async def _mongo_down(http: httpx.AsyncClient) -> bool:
+    response = await http.get("/health/ready")
+    return response.status_code == 503 and response.json()["checks"]["mongodb"] == "down"
+
+
+async def _count_at_least(collection: AsyncCollection[Document], expected: int) -> bool:
+    return await collection.count_documents({}) >= expected
+
+
+async def _equals(value: Any, expected: int) -> bool:
+    return await value == expected
