@@ -1,6 +1,7 @@
 """The only event schema: HTTP input (`ActivityIn`), queue message, read model."""
 
 import json
+import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
@@ -10,6 +11,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
@@ -45,6 +47,18 @@ def _bounded_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
     if _depth(value) > MAX_METADATA_DEPTH:
         raise ValueError(f"must be at most {MAX_METADATA_DEPTH} levels deep")
     return value
+
+
+# RFC 3339 date-time; the offset is optional here only so that a naive value gets
+# AwareDatetime's own "needs an offset" error rather than a vaguer one.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
+
+
+def _rfc3339_text(value: object) -> object:
+    """Refuse what Pydantic's lax mode would read as a date-time: numbers, epoch strings."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.match(value)):
+        return value
+    raise ValueError("must be an RFC 3339 date-time string such as 2026-01-02T03:04:05Z")
 
 
 def _utc(value: datetime) -> datetime:
@@ -89,7 +103,10 @@ class ActivityIn(BaseModel):
     )
     user_id: UserId
     event_type: EventType
-    timestamp: Annotated[UtcDatetime, AfterValidator(_not_far_future)] | None = Field(
+    timestamp: (
+        Annotated[UtcDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_not_far_future)]
+        | None
+    ) = Field(
         default=None,
         description="When it happened (RFC 3339 with offset, at most 24 h ahead); "
         "defaults to the time received.",
