@@ -5,7 +5,9 @@ stopped or restarted.
 """
 
 import asyncio
+import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from activity_contract.testing import (
     PostOutcome,
     ServiceProcess,
+    StallingProxy,
     close_vhost_connections,
     delete_queue,
     event_payload,
@@ -99,3 +102,37 @@ async def test_broker_outage_answers_503_and_both_services_recover(
 
 async def _ready(client: httpx.AsyncClient) -> bool:
     return (await client.get("/health/ready")).status_code == 200
+
+
+async def test_unconfirmed_publish_answers_503_within_the_publish_timeout(
+    rabbit_url: str, stack_env: dict[str, str]
+) -> None:
+    # Ingest talks to RabbitMQ through a proxy that can stall: a hung broker, no errors.
+    broker = urlsplit(rabbit_url)
+    proxy = await StallingProxy(broker.hostname or "127.0.0.1", broker.port or 5672).start()
+    via_proxy = urlunsplit(
+        broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}")
+    )
+    env = {**stack_env, "RABBITMQ_URL": via_proxy, "PUBLISH_TIMEOUT_SECONDS": "1"}
+    ingest = ServiceProcess("ingest", env, int(env["INGEST_PORT"]))
+    await asyncio.to_thread(ingest.start)  # off the loop: the proxy runs on it
+    try:
+        async with httpx.AsyncClient(base_url=ingest.base_url, timeout=30) as http:
+            assert (await http.post("/api/v1/activities", json=event_payload())).status_code == 202
+
+            proxy.stall()
+            started = time.monotonic()
+            single = await http.post("/api/v1/activities", json=event_payload())
+            elapsed = time.monotonic() - started
+            batch = await http.post("/api/v1/activities/batch", json={"events": [event_payload()]})
+
+            assert single.status_code == 503, single.text
+            assert single.json()["error"] == "broker_unavailable"
+            assert 0.9 <= elapsed < 4.0
+            assert batch.status_code == 503, batch.text
+
+            proxy.resume()
+            assert (await http.post("/api/v1/activities", json=event_payload())).status_code == 202
+    finally:
+        await asyncio.to_thread(ingest.stop)
+        await proxy.close()

@@ -4,6 +4,7 @@ They start real processes (SecantusDB, the two services) and create isolated Rab
 virtual hosts; nothing here fakes a component.
 """
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -197,6 +198,63 @@ def vhost_outage(vhost_url: str) -> Iterator[None]:
         yield
     finally:
         rabbitmqctl("clear_vhost_limits", "-p", vhost)
+
+
+class StallingProxy:
+    """A TCP forwarder that can stall: bytes stop flowing both ways, sockets stay open.
+
+    Put it between a service and RabbitMQ to make the broker look hung (no confirms, no
+    errors) without touching the shared node. Runs on the caller's event loop.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        """Forward to target_host:target_port once `start()` ran."""
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> "StallingProxy":
+        """Listen on a free port of 127.0.0.1."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stall(self) -> None:
+        """Stop forwarding; what arrives meanwhile waits in the proxy."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Forward again, the held bytes first."""
+        self._flowing.set()
+
+    async def close(self) -> None:
+        """Stop listening and drop every forwarded connection."""
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        upstream_r, upstream_w = await asyncio.open_connection(*self.target)
+        for reader, writer in ((client_r, upstream_w), (upstream_r, client_w)):
+            task = asyncio.create_task(self._pipe(reader, writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
 
 
 def delete_queue(vhost_url: str, queue: str) -> None:
