@@ -154,6 +154,8 @@ async def test_poison_messages_are_dead_lettered_and_valid_ones_behind_them_stor
         assert await wait_until(lambda: _equals(queue_depth(DEAD_LETTER_QUEUE), 6), within=30)
         dead = await _drain(channel, DEAD_LETTER_QUEUE)
     assert sorted(message.message_id or "" for message in dead) == sorted(poison)
+    # Rejected at once, not after exhausting the delivery limit.
+    assert {_death_reason(message) for message in dead} == {"rejected"}
 
 
 async def test_a_document_the_database_refuses_is_dead_lettered_alone(
@@ -206,6 +208,7 @@ async def test_a_message_rejected_again_and_again_reaches_the_dead_letter_queue(
         assert await wait_until(lambda: _equals(queue_depth(DEAD_LETTER_QUEUE), 1), within=30)
         dead = await _drain(channel, DEAD_LETTER_QUEUE)
     assert deliveries == 6  # the first delivery plus five redeliveries
+    assert _death_reason(dead[0]) == "delivery_limit"
     assert [message.message_id for message in dead] == [response.json()["event_id"]]
     assert await queue_depth() == 0
 
@@ -242,6 +245,11 @@ async def _drain(
         await message.ack()
         messages.append(message)
     return messages
+
+
+def _death_reason(message: aio_pika.abc.AbstractIncomingMessage) -> str:
+    deaths: Any = message.headers["x-death"]
+    return str(deaths[0]["reason"])
 
 
 async def _count_at_least(collection: AsyncCollection[Document], expected: int) -> bool:
