@@ -138,6 +138,26 @@ def post_events(client: httpx.AsyncClient) -> PostEvents:
 
 
 @pytest.fixture
+def retry_until_accepted(post_events: PostEvents) -> Callable[..., Awaitable[PostOutcome]]:
+    """Re-post refused ids (same event ids), a second apart, as a client would; bounded."""
+
+    async def retry(ids: Sequence[str], within: float = 60.0) -> PostOutcome:
+        total = PostOutcome()
+        todo = list(ids)
+        deadline = time.monotonic() + within
+        while todo and time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            outcome = await post_events(ids=todo)
+            total.accepted += outcome.accepted
+            total.statuses.update(outcome.statuses)
+            todo = outcome.refused
+        total.refused = todo
+        return total
+
+    return retry
+
+
+@pytest.fixture
 def wait_until() -> WaitUntil:
     """Poll a condition (sync or async) every 0.2 s until it holds or `within` s pass."""
 

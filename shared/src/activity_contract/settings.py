@@ -23,6 +23,11 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
 
+# aio-pika waits this long after each (re)connection before it can reconnect again; its
+# 5 s default kept a service on 503s for up to 5 s after a dropped connection.
+BROKER_RECONNECT_SECONDS = 1.0
+
+
 class BrokerSettings(ServiceSettings):
     """RabbitMQ connection and queue topology."""
 

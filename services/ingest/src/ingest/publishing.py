@@ -10,6 +10,7 @@ from faststream.exceptions import IncorrectState
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 
 from activity_contract.events import ActivityMessage
+from activity_contract.settings import BROKER_RECONNECT_SECONDS
 from activity_contract.topology import activity_queues
 from ingest.errors import BrokerUnavailableError
 from ingest.settings import IngestSettings
@@ -41,6 +42,7 @@ class ActivityPublisher:
         self.broker = RabbitBroker(
             settings.rabbitmq_url,
             default_channel=Channel(on_return_raises=True),
+            reconnect_interval=BROKER_RECONNECT_SECONDS,
             log_level=logging.DEBUG,
         )
         self._queues = [

@@ -9,7 +9,11 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.specification import AsyncAPI
 
 from activity_contract.events import ActivityMessage
-from activity_contract.settings import ConfigurationError, load_settings
+from activity_contract.settings import (
+    BROKER_RECONNECT_SECONDS,
+    ConfigurationError,
+    load_settings,
+)
 from activity_contract.topology import activity_queues
 from processor.bulk_writer import BulkWriter
 from processor.documents import Activity, init_documents, mongo_client
@@ -39,6 +43,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         settings.rabbitmq_url,
         middlewares=[DeadLetterUndecodable],
         graceful_timeout=GRACEFUL_TIMEOUT_SECONDS,
+        reconnect_interval=BROKER_RECONNECT_SECONDS,
         log_level=logging.DEBUG,
         description="RabbitMQ carrying user activity events from ingest to processor.",
     )
