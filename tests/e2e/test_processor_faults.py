@@ -58,7 +58,7 @@ async def test_events_written_but_not_acknowledged_are_redelivered_and_stored_on
     assert_stored_exactly_once: Any,
 ) -> None:
     # A long group window holds delivered messages in the bulk writer for seconds.
-    start_processor(PROCESSOR_BATCH_WAIT_MS="10000", PROCESSOR_BATCH_SIZE="10000")
+    start_processor(PROCESSOR_BATCH_WAIT_MS="20000", PROCESSOR_BATCH_SIZE="10000")
     outcome = await post_events(300)
     assert outcome.statuses == {202: 300}
     assert await wait_until(
