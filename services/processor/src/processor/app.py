@@ -1,4 +1,4 @@
-"""The processor app factory: broker, subscriber wiring, health routes, AsyncAPI docs."""
+"""The processor app factory: broker, subscriber wiring, health and metrics routes, AsyncAPI."""
 
 import logging
 from typing import TYPE_CHECKING, cast
@@ -7,14 +7,16 @@ from faststream.asgi import AsgiFastStream, AsyncAPIRoute
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.specification import AsyncAPI
+from prometheus_client import CollectorRegistry
 
 from activity_contract.events import ActivityMessage
 from activity_contract.settings import ConfigurationError, load_settings
 from activity_contract.topology import activity_queues
 from processor.bulk_writer import BulkWriter
 from processor.documents import Activity, init_documents, mongo_client
-from processor.handlers import DeadLetterUndecodable, make_activity_handler
-from processor.health import health_routes
+from processor.handlers import dead_letter_undecodable, make_activity_handler
+from processor.health import health_routes, metrics_route
+from processor.metrics import ProcessorMetrics
 from processor.settings import ProcessorSettings
 
 if TYPE_CHECKING:
@@ -32,9 +34,11 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
             "invalid configuration: MONGODB_URL is not set (`make run` starts the whole stack"
             " with an embedded database)"
         )
+    metrics = ProcessorMetrics(CollectorRegistry())
     broker = RabbitBroker(
         settings.rabbitmq_url,
-        middlewares=[DeadLetterUndecodable],
+        # The metrics middleware is outermost, so it sees how each message was settled.
+        middlewares=[metrics.broker_middleware(), dead_letter_undecodable(metrics)],
         graceful_timeout=GRACEFUL_TIMEOUT_SECONDS,
         log_level=logging.DEBUG,
         description="RabbitMQ carrying user activity events from ingest to processor.",
@@ -48,6 +52,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         lambda documents: Activity.insert_many(documents, ordered=False),
         batch_size=settings.processor_batch_size,
         max_wait=settings.processor_batch_wait_ms / 1000,
+        metrics=metrics,
     )
     broker.subscriber(
         activity_queue,
@@ -57,7 +62,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         description="The processor stores each event in MongoDB (collection `activities`) "
         "and acknowledges it after a durable write; invalid messages go to "
         "`user_activities.dlq`.",
-    )(make_activity_handler(writer))
+    )(make_activity_handler(writer, metrics))
     # Documents the producing side of the channel; ingest publishes with the same contract.
     broker.publisher(
         activity_queue,
@@ -70,7 +75,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
     )
 
     async def connect_database() -> None:
-        await init_documents(client, settings.mongodb_database)
+        await init_documents(client, settings.mongodb_database, settings.retention_days)
 
     async def declare_dead_letter_queue() -> None:
         await broker.declare_queue(dead_letter_queue)
@@ -81,7 +86,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
 
     return AsgiFastStream(
         broker,
-        asgi_routes=health_routes(broker, client),
+        asgi_routes=[*health_routes(broker, client), metrics_route(metrics.registry)],
         asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
         specification=AsyncAPI(
             broker,

@@ -6,6 +6,7 @@ which is known only once the whole group was written with a durable write concer
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -21,6 +22,7 @@ from pymongo.errors import (
 )
 
 from processor.documents import Activity
+from processor.metrics import ProcessorMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +68,11 @@ class BulkWriter:
         batch_size: int,
         max_wait: float,
         retry: RetryPolicy | None = None,
+        metrics: ProcessorMetrics | None = None,
     ) -> None:
         """Write through `insert_many`, which must insert unordered and durably."""
         self._insert_many = insert_many
+        self._metrics = metrics
         self._batch_size = batch_size
         self._max_wait = max_wait
         self._retry = retry or RetryPolicy()
@@ -131,11 +135,14 @@ class BulkWriter:
         self, documents: list[Activity], outcomes: list[WriteOutcome], indexes: list[int]
     ) -> list[int]:
         """Insert `documents` (at `indexes` of the group); return the indexes to retry."""
+        started = time.perf_counter()
         try:
             await self._insert_many(documents)
         except BulkWriteError as error:
+            self._observe(len(documents), started)
             return self._sort_write_errors(error, outcomes, indexes)
         except PyMongoError as error:
+            self._observe(len(documents), started)
             if not _is_transient(error):
                 logger.exception("bulk insert refused", extra={"documents": len(documents)})
                 for index in indexes:
@@ -146,9 +153,20 @@ class BulkWriter:
                 extra={"documents": len(documents), "error_type": type(error).__name__},
             )
             return indexes
+        self._observe(len(documents), started)
         for index in indexes:
             outcomes[index] = WriteOutcome.STORED
         return []
+
+    def _observe(self, size: int, started: float) -> None:
+        duration = time.perf_counter() - started
+        logger.debug(
+            "bulk insert done",
+            extra={"documents": size, "duration_ms": round(duration * 1000, 1)},
+        )
+        if self._metrics is not None:
+            self._metrics.bulk_write_size.observe(size)
+            self._metrics.bulk_write_duration.observe(duration)
 
     @staticmethod
     def _sort_write_errors(
