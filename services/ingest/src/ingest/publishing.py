@@ -12,6 +12,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from activity_contract.events import ActivityMessage
 from activity_contract.topology import activity_queues
 from ingest.errors import BrokerUnavailableError
+from ingest.metrics import IngestMetrics
 from ingest.settings import IngestSettings
 
 if TYPE_CHECKING:
@@ -33,8 +34,9 @@ READINESS_PING_SECONDS = 1.0
 class ActivityPublisher:
     """Publishes activity messages; returns only after RabbitMQ confirmed each one."""
 
-    def __init__(self, settings: IngestSettings) -> None:
-        """Build the broker (not connected yet) from settings."""
+    def __init__(self, settings: IngestSettings, metrics: IngestMetrics) -> None:
+        """Build the broker (not connected yet) from settings; count outcomes in `metrics`."""
+        self._metrics = metrics
         # on_return_raises: a mandatory message that no queue takes becomes an error.
         self.broker = RabbitBroker(
             settings.rabbitmq_url,
@@ -81,6 +83,7 @@ class ActivityPublisher:
                 timeout=self._timeout,
             )
         except PUBLISH_FAILURES as error:
+            self._metrics.publish_failures.labels(error_type=type(error).__name__).inc()
             logger.warning(
                 "publish failed",
                 extra={
@@ -90,6 +93,11 @@ class ActivityPublisher:
                 },
             )
             raise BrokerUnavailableError from error
+        self._metrics.published.inc()
+        logger.debug(
+            "event published",
+            extra={"request_id": request_id, "event_id": str(message.event_id)},
+        )
 
     async def publish_many(self, messages: Sequence[ActivityMessage], request_id: str) -> None:
         """Publish all messages concurrently and await their confirms together."""
