@@ -162,11 +162,17 @@ def queue_depths(vhost_url: str) -> dict[str, int]:
 class ServiceProcess:
     """One of the services (`python -m ingest` / `python -m processor`) in a child process."""
 
-    def __init__(self, module: str, env: Mapping[str, str], port: int) -> None:
-        """Prepare `module` with `env` added to this environment, serving HTTP on `port`."""
+    def __init__(
+        self, module: str, env: Mapping[str, str], port: int, *, stderr: Path | None = None
+    ) -> None:
+        """Prepare `module` with `env` added to this environment, serving HTTP on `port`.
+
+        With `stderr`, the service's standard error (its log lines) goes to that file.
+        """
         self.module = module
         self.env = {**os.environ, **env}
         self.port = port
+        self.stderr = stderr
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -176,9 +182,14 @@ class ServiceProcess:
 
     def start(self, timeout: float = 60.0) -> "ServiceProcess":
         """Start it and wait until `/health/live` answers."""
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module], env=self.env, stdin=subprocess.DEVNULL
-        )
+        with contextlib.ExitStack() as files:
+            stderr = files.enter_context(self.stderr.open("ab")) if self.stderr else None
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import PyMongoError
 
 from activity_contract.events import ActivityOut
@@ -138,17 +139,22 @@ class ActivityReader:
         )
         self._collection = self._client[database][ACTIVITIES_COLLECTION]
 
-    async def page(self, query: ActivityQuery) -> ActivityPage:
-        """One page, newest first; `DatabaseUnavailableError` when MongoDB does not answer."""
-        # One extra document says whether another page exists.
-        cursor = (
+    def find(self, query: ActivityQuery) -> AsyncCursor[Document]:
+        """The MongoDB cursor of one page plus one document (which says if more follow).
+
+        The hint pins the user timeline index, which serves both the filter and the sort.
+        """
+        return (
             self._collection.find(query.filter())
             .sort(NEWEST_FIRST)
             .hint(USER_TIMELINE_INDEX)
             .limit(query.limit + 1)
         )
+
+    async def page(self, query: ActivityQuery) -> ActivityPage:
+        """One page, newest first; `DatabaseUnavailableError` when MongoDB does not answer."""
         try:
-            documents = await cursor.to_list()
+            documents = await self.find(query).to_list()
         except PyMongoError as error:
             logger.warning("read failed", extra={"error_type": type(error).__name__})
             raise DatabaseUnavailableError from error

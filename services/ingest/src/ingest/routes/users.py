@@ -58,7 +58,7 @@ async def list_user_activities(
     if since is not None and until is not None and since >= until:
         raise InvalidQueryError("until", "must be later than `since`")
     try:
-        after = Position.decode(cursor) if cursor is not None else None
+        after = Position.decode(cursor) if cursor else None  # empty: first page
     except InvalidCursorError:
         raise InvalidQueryError(
             "cursor", "not a cursor of this API; pass `next_cursor` as given"
