@@ -3,7 +3,8 @@
 import logging
 import time
 
-from starlette.routing import Match
+from prometheus_fastapi_instrumentator.routing import get_route_name
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("ingest.access")
@@ -12,12 +13,11 @@ UNMATCHED_ROUTE = "unmatched"
 
 
 def _route_template(scope: Scope) -> str:
-    # The template, never the raw path: paths carry user ids.
-    for route in getattr(scope.get("app"), "routes", ()):
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", UNMATCHED_ROUTE))
-    return UNMATCHED_ROUTE
+    # The template, never the raw path: paths carry user ids. Same resolution as the
+    # HTTP metrics' `handler` label (FastAPI's included routers hide their prefixes).
+    return get_route_name(HTTPConnection(scope), should_include_root_path=False) or (
+        UNMATCHED_ROUTE
+    )
 
 
 class AccessLogMiddleware:
