@@ -41,6 +41,7 @@ class ActivityPublisher:
         self.broker = RabbitBroker(
             settings.rabbitmq_url,
             default_channel=Channel(on_return_raises=True),
+            logger=logging.getLogger("ingest.broker"),  # propagates: follows LOG_FORMAT
             log_level=logging.DEBUG,
         )
         self._queues = [

@@ -40,6 +40,8 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         # The metrics middleware is outermost, so it sees how each message was settled.
         middlewares=[metrics.broker_middleware(), dead_letter_undecodable(metrics)],
         graceful_timeout=GRACEFUL_TIMEOUT_SECONDS,
+        # Our loggers propagate to the root handler, so FastStream's lines share LOG_FORMAT.
+        logger=logging.getLogger("processor.broker"),
         log_level=logging.DEBUG,
         description="RabbitMQ carrying user activity events from ingest to processor.",
     )
@@ -86,6 +88,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
 
     return AsgiFastStream(
         broker,
+        logger=logging.getLogger("processor.app"),
         asgi_routes=[*health_routes(broker, client), metrics_route(metrics.registry)],
         asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
         specification=AsyncAPI(
