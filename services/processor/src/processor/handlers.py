@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 ActivityHandler = Callable[[ActivityMessage, RabbitMessage], Awaitable[None]]
 
 
-def make_activity_handler(writer: BulkWriter) -> ActivityHandler:
+def make_activity_handler(writer: BulkWriter[Activity]) -> ActivityHandler:
     """The subscriber function, bound to the processor's bulk writer."""
 
     async def store_activity(event: ActivityMessage, message: RabbitMessage) -> None:
