@@ -48,7 +48,7 @@ async def test_full_group_is_written_at_once() -> None:
 async def test_partial_group_is_written_after_max_wait() -> None:
     store = Store()
     writer = BulkWriter(store.insert_many, batch_size=100, max_wait=0.05)
-    outcomes = await asyncio.wait_for(asyncio.gather(writer.write("a"), writer.write("b")), 5)
+    outcomes = list(await asyncio.wait_for(asyncio.gather(writer.write("a"), writer.write("b")), 5))
     assert outcomes == [WriteOutcome.STORED] * 2
     assert store.calls == [["a", "b"]]
 
@@ -74,7 +74,7 @@ async def test_transient_failure_is_retried_until_it_succeeds() -> None:
     store = Store()
     store.outages = 2
     writer = BulkWriter(store.insert_many, batch_size=2, max_wait=60, retry=FAST_RETRY)
-    outcomes = await asyncio.gather(writer.write("a"), writer.write("b"))
+    outcomes = list(await asyncio.gather(writer.write("a"), writer.write("b")))
     assert outcomes == [WriteOutcome.STORED] * 2
     assert len(store.calls) == 3
 
@@ -108,7 +108,7 @@ async def test_write_concern_error_rewrites_the_group_and_counts_repeats_as_dupl
         await store.insert_many(documents)
 
     writer = BulkWriter(flaky_durability, batch_size=2, max_wait=60, retry=FAST_RETRY)
-    outcomes = await asyncio.gather(writer.write("a"), writer.write("b"))
+    outcomes = list(await asyncio.gather(writer.write("a"), writer.write("b")))
     assert outcomes == [WriteOutcome.DUPLICATE] * 2
     assert calls == 2
 
