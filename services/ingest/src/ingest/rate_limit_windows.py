@@ -57,6 +57,27 @@ return {admitted, count, tonumber(oldest[2]) or now, blocking}
 """
 
 
+class RollingWindow(SlidingWindowLog):
+    """pyrate-limiter's sliding-window log over the half-open window (now - interval, now].
+
+    A request made at `t` stops counting at exactly `t + interval`, so a wait of a
+    whole number of seconds is exact (the stock window keeps it one millisecond longer).
+    """
+
+    def window_start(self, rate: Rate, now: int) -> int:
+        """First millisecond still inside the window."""
+        return now - rate.interval + 1
+
+    def retry_after(self, rate: Rate, now: int, blocking_timestamp: int | None) -> int:
+        """Milliseconds until the blocking entry leaves the window."""
+        if blocking_timestamp is None:
+            return 0
+        return max(0, blocking_timestamp + rate.interval - now)
+
+
+ALGORITHM = RollingWindow()
+
+
 @dataclass(frozen=True)
 class WindowCount:
     """What one check of a client's window found (timestamps in epoch milliseconds)."""
@@ -83,13 +104,9 @@ class Verdict:
         cls, rate: Rate, now_ms: int, window: WindowCount, *, shared: bool
     ) -> "Verdict":
         """Derive the verdict: a slot frees when the oldest counted request leaves the window."""
-        algorithm = SlidingWindowLog()
-        reset_ms = algorithm.retry_after(rate, now_ms, window.oldest_ms)
-        retry_ms = (
-            0
-            if window.admitted
-            else algorithm.retry_after(rate, now_ms, window.blocking_ms or window.oldest_ms)
-        )
+        reset_ms = ALGORITHM.retry_after(rate, now_ms, window.oldest_ms)
+        blocking_ms = window.oldest_ms if window.blocking_ms is None else window.blocking_ms
+        retry_ms = 0 if window.admitted else ALGORITHM.retry_after(rate, now_ms, blocking_ms)
         return cls(
             allowed=window.admitted,
             limit=rate.limit,
@@ -110,7 +127,7 @@ class RedisWindowBucket(RedisBucket):
 
     def __init__(self, rate: Rate, redis: Redis, key: str, script: AsyncScript) -> None:
         """A bucket over the sorted set `key`; `script` is WINDOW_SCRIPT registered on `redis`."""
-        super().__init__([rate], redis, key, script.sha, SlidingWindowLog())
+        super().__init__([rate], redis, key, script.sha, ALGORITHM)
         self._rate = rate
         self._script = script
         self.window: WindowCount | None = None
@@ -162,7 +179,7 @@ class MemoryWindows:
         self._sweep(item.timestamp)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = InMemoryBucket([self.rate], SlidingWindowLog())
+            bucket = InMemoryBucket([self.rate], ALGORITHM)
             self._buckets[key] = bucket
         self._buckets.move_to_end(key)
         bucket.leak(item.timestamp)
@@ -176,7 +193,7 @@ class MemoryWindows:
         # Forget clients whose window is empty, at most once per window; then cap the size.
         if now_ms >= self._next_sweep_ms:
             self._next_sweep_ms = now_ms + self.rate.interval
-            window_start = now_ms - self.rate.interval
+            window_start = ALGORITHM.window_start(self.rate, now_ms)
             idle = [
                 key
                 for key, bucket in self._buckets.items()
