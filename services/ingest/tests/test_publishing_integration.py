@@ -1,6 +1,6 @@
 """Publishing against the real RabbitMQ: properties, topology, confirms and routing."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aio_pika
 import httpx
@@ -18,9 +18,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def app(rabbit_url: str) -> AsyncIterator[FastAPI]:
-    settings = IngestSettings.model_construct(rabbitmq_url=rabbit_url, publish_timeout_seconds=5)
-    app = create_app(settings)
+async def app(settings_for: Callable[..., IngestSettings]) -> AsyncIterator[FastAPI]:
+    app = create_app(settings_for(rate_limit="1000/minute"))
     async with LifespanManager(app) as manager:
         yield manager.app  # type: ignore[misc]
 

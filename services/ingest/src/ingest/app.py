@@ -3,11 +3,13 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from activity_contract.settings import load_settings
+from ingest.auth import ApiKeys, require_ingest_key
 from ingest.errors import install_error_handlers
 from ingest.publishing import ActivityPublisher
+from ingest.rate_limit import IngestRateLimiter
 from ingest.request_guards import BATCH_MAX_BYTES, SINGLE_EVENT_MAX_BYTES, JsonBodyGuard
 from ingest.request_id import RequestIdMiddleware
 from ingest.routes import activities, health
@@ -20,14 +22,19 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     """Build the ingest app; with no settings, read them from the environment."""
     settings = settings or load_settings(IngestSettings)
     publisher = ActivityPublisher(settings)
+    rate_limiter = IngestRateLimiter(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await publisher.start()
+        await rate_limiter.start()
         try:
-            yield
+            await publisher.start()
+            try:
+                yield
+            finally:
+                await publisher.stop()
         finally:
-            await publisher.stop()
+            await rate_limiter.stop()
 
     app = FastAPI(
         title="event-tracker ingest",
@@ -37,7 +44,16 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.publisher = publisher
-    app.include_router(activities.router, prefix=API_PREFIX)
+    app.state.rate_limiter = rate_limiter
+    app.state.ingest_api_keys = ApiKeys(settings.ingest_api_keys)
+    app.state.read_api_keys = ApiKeys(settings.read_api_keys)
+    # Rate limit first, then the key: wrong keys spend the client's budget too, so keys
+    # cannot be guessed faster than the limit. Health, metrics and docs are not limited.
+    app.include_router(
+        activities.router,
+        prefix=API_PREFIX,
+        dependencies=[Depends(rate_limiter), Depends(require_ingest_key)],
+    )
     app.include_router(health.router)
     install_error_handlers(app)
     app.add_middleware(

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from ingest.dependencies import PublisherDep
+from ingest.rate_limit import RateLimiterDep
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -33,11 +34,15 @@ async def live() -> Live:
 
 
 @router.get("/ready", responses={503: {"model": Readiness}})
-async def ready(publisher: PublisherDep) -> JSONResponse:
-    """200 when the broker connection is usable, 503 otherwise."""
+async def ready(publisher: PublisherDep, rate_limiter: RateLimiterDep) -> JSONResponse:
+    """200 when the broker connection is usable, 503 otherwise.
+
+    Redis only degrades: without it each instance rate limits in memory (SPEC §8).
+    """
     broker_up = await publisher.is_connected()
+    redis_up = await rate_limiter.redis_state()
     body = Readiness(
         status="ready" if broker_up else "unavailable",
-        checks={"broker": "up" if broker_up else "down"},
+        checks={"broker": "up" if broker_up else "down", "redis": "up" if redis_up else "degraded"},
     )
     return JSONResponse(body.model_dump(), status_code=200 if broker_up else 503)
