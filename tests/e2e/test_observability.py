@@ -63,7 +63,11 @@ async def test_request_id_reaches_processor_logs_and_metrics_count_it(
             assert ready.status_code == 200
             assert ready.json()["checks"] == {"broker": "up", "mongodb": "up"}
             ingest_ready = await http.get(f"{ingest.base_url}/health/ready")
-            assert ingest_ready.json()["checks"] == {"broker": "up", "mongodb": "up"}
+            assert ingest_ready.json()["checks"] == {
+                "broker": "up",
+                "redis": "up",
+                "mongodb": "up",
+            }
 
             metrics = (await http.get(f"{processor.base_url}/metrics")).text
             assert "event_tracker_processor_events_persisted_total 1.0" in metrics

@@ -34,7 +34,7 @@ def build_broker(metrics: ProcessorMetrics) -> RabbitBroker:
     broker = RabbitBroker(
         middlewares=[metrics.broker_middleware(), dead_letter_undecodable(metrics)]
     )
-    writer = BulkWriter(
+    writer: BulkWriter[Activity] = BulkWriter(
         lambda documents: Activity.insert_many(documents, ordered=False),
         batch_size=10,
         max_wait=0.01,

@@ -3,14 +3,16 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from activity_contract.settings import load_settings
 from ingest.access_log import AccessLogMiddleware
+from ingest.auth import ApiKeys, require_ingest_key, require_read_key
 from ingest.errors import install_error_handlers
 from ingest.metrics import IngestMetrics, instrument_http
 from ingest.publishing import ActivityPublisher
+from ingest.rate_limit import IngestRateLimiter
 from ingest.reads import ActivityReader
 from ingest.request_guards import BATCH_MAX_BYTES, SINGLE_EVENT_MAX_BYTES, JsonBodyGuard
 from ingest.request_id import RequestIdMiddleware
@@ -26,6 +28,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
     publisher = ActivityPublisher(settings, metrics)
+    rate_limiter = IngestRateLimiter(settings)
     # The read API's own client; the write path never touches MongoDB.
     reader = (
         ActivityReader(settings.mongodb_url, settings.mongodb_database)
@@ -35,11 +38,15 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await publisher.start()
+        await rate_limiter.start()
         try:
-            yield
+            await publisher.start()
+            try:
+                yield
+            finally:
+                await publisher.stop()
         finally:
-            await publisher.stop()
+            await rate_limiter.stop()
             if reader is not None:
                 await reader.close()
 
@@ -53,8 +60,17 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.state.publisher = publisher
     app.state.reader = reader
     app.state.metrics = metrics
-    app.include_router(activities.router, prefix=API_PREFIX)
-    app.include_router(users.router, prefix=API_PREFIX)
+    app.state.rate_limiter = rate_limiter
+    app.state.ingest_api_keys = ApiKeys(settings.ingest_api_keys)
+    app.state.read_api_keys = ApiKeys(settings.read_api_keys)
+    # Rate limit first, then the key: wrong keys spend the client's budget too, so keys
+    # cannot be guessed faster than the limit. Health, metrics and docs are not limited.
+    app.include_router(
+        activities.router,
+        prefix=API_PREFIX,
+        dependencies=[Depends(rate_limiter), Depends(require_ingest_key)],
+    )
+    app.include_router(users.router, prefix=API_PREFIX, dependencies=[Depends(require_read_key)])
     app.include_router(health.router)
     install_error_handlers(app)
     app.add_middleware(

@@ -1,37 +1,61 @@
-"""API keys (SPEC §3.5): `Authorization: Bearer <key>`, compared in constant time."""
+"""API keys (SPEC §3.5): `Authorization: Bearer <key>`, compared in constant time, never logged."""
 
+import hashlib
 import hmac
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
-from ingest.dependencies import SettingsDep
 from ingest.errors import UnauthorizedError
 
-_read_bearer = HTTPBearer(
+_bearer = HTTPBearer(
     auto_error=False,
-    scheme_name="ReadApiKey",
-    description="A key from READ_API_KEYS.",
+    description="An API key from INGEST_API_KEYS (write API, when set) or READ_API_KEYS.",
 )
-ReadCredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_read_bearer)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def key_matches(offered: str, keys: Sequence[str]) -> bool:
-    """Whether `offered` is one of `keys`; every key is compared, each in constant time."""
-    offered_bytes = offered.encode()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(offered_bytes, key.encode())
-    return matched
+def _digest(key: str) -> bytes:
+    # Comparing fixed-size digests keeps the time independent of the keys' lengths too.
+    return hashlib.sha256(key.encode()).digest()
 
 
-def require_read_key(settings: SettingsDep, credentials: ReadCredentialsDep) -> None:
-    """Let the request through only with a READ_API_KEYS key; none configured: refuse all."""
-    if credentials is None or not key_matches(credentials.credentials, settings.read_api_keys):
+class ApiKeys:
+    """A set of accepted keys; only their SHA-256 digests are kept."""
+
+    def __init__(self, keys: Sequence[SecretStr]) -> None:
+        """Accept any of `keys`."""
+        self._digests = tuple(_digest(key.get_secret_value()) for key in keys)
+
+    def __bool__(self) -> bool:
+        """Whether any key is configured."""
+        return bool(self._digests)
+
+    def accepts(self, presented: str) -> bool:
+        """Whether `presented` is one of the keys; every key is compared, in constant time."""
+        offered = _digest(presented)
+        matched = False
+        for digest in self._digests:
+            matched |= hmac.compare_digest(offered, digest)
+        return matched
+
+
+def _check(keys: ApiKeys, credentials: HTTPAuthorizationCredentials | None) -> None:
+    if credentials is None or not keys.accepts(credentials.credentials):
         raise UnauthorizedError
 
 
-# Router-level dependency (it returns nothing): `APIRouter(dependencies=[ReadKeyRequired])`.
-ReadKeyRequired = Depends(require_read_key)
+async def require_ingest_key(request: Request, credentials: BearerDep) -> None:
+    """Ingest is open unless INGEST_API_KEYS is set; then a key from it is required."""
+    keys: ApiKeys = request.app.state.ingest_api_keys
+    if keys:
+        _check(keys, credentials)
+
+
+async def require_read_key(request: Request, credentials: BearerDep) -> None:
+    """The read API needs a key from READ_API_KEYS; with none configured it is closed."""
+    keys: ApiKeys = request.app.state.read_api_keys
+    _check(keys, credentials)

@@ -68,16 +68,32 @@ class BrokerUnavailableError(ApiError):
         super().__init__(message, headers={"Retry-After": str(BROKER_RETRY_AFTER_SECONDS)})
 
 
+class RateLimitedError(ApiError):
+    """The client IP is over its rate limit (SPEC §8)."""
+
+    status_code = 429
+    code = "rate_limited"
+    message = (
+        "Too many requests from this client; retry after the number of seconds in Retry-After."
+    )
+
+    def __init__(self, retry_after_seconds: int, headers: Mapping[str, str] | None = None) -> None:
+        """Answer 429 with `Retry-After` (whole seconds) and any extra headers."""
+        super().__init__(
+            headers={**(headers or {}), "Retry-After": str(max(1, retry_after_seconds))}
+        )
+
+
 class UnauthorizedError(ApiError):
     """Missing or wrong API key (SPEC §3.5)."""
 
     status_code = 401
     code = "unauthorized"
-    message = "A valid API key is required: send `Authorization: Bearer <key>`."
+    message = "A valid API key is required: send Authorization: Bearer <key>."
 
-    def __init__(self, message: str | None = None) -> None:
-        """Answer 401 with `WWW-Authenticate: Bearer`."""
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+    def __init__(self) -> None:
+        """Answer 401 with the `WWW-Authenticate` challenge."""
+        super().__init__(headers={"WWW-Authenticate": "Bearer"})
 
 
 class DatabaseUnavailableError(ApiError):

@@ -26,15 +26,16 @@ if TYPE_CHECKING:
 GRACEFUL_TIMEOUT_SECONDS = 20.0
 
 
-def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
-    """Build the processor app; with no settings, read them from the environment."""
-    settings = settings or load_settings(ProcessorSettings)
-    if settings.mongodb_url is None:
-        raise ConfigurationError(
-            "invalid configuration: MONGODB_URL is not set (`make run` starts the whole stack"
-            " with an embedded database)"
-        )
-    metrics = ProcessorMetrics(CollectorRegistry())
+def build_broker(
+    settings: ProcessorSettings,
+    writer: BulkWriter[Activity],
+    metrics: ProcessorMetrics | None = None,
+) -> RabbitBroker:
+    """The broker with the activity subscriber (and the documented publish side) wired.
+
+    Without `metrics` it counts on a registry of its own that nothing serves.
+    """
+    metrics = metrics or ProcessorMetrics(CollectorRegistry())
     broker = RabbitBroker(
         settings.rabbitmq_url,
         # The metrics middleware is outermost, so it sees how each message was settled.
@@ -45,17 +46,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         log_level=logging.DEBUG,
         description="RabbitMQ carrying user activity events from ingest to processor.",
     )
-    dead_letter_queue, activity_queue = (
-        RabbitQueue(queue.name, durable=True, arguments=cast("ClassicQueueArgs", queue.arguments))
-        for queue in activity_queues(settings.queue_type, settings.queue_delivery_limit)
-    )
-    client = mongo_client(settings.mongodb_url)
-    writer = BulkWriter(
-        lambda documents: Activity.insert_many(documents, ordered=False),
-        batch_size=settings.processor_batch_size,
-        max_wait=settings.processor_batch_wait_ms / 1000,
-        metrics=metrics,
-    )
+    activity_queue = queue_objects(settings)[-1]
     broker.subscriber(
         activity_queue,
         ack_policy=AckPolicy.MANUAL,
@@ -75,6 +66,42 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         "request id, `content_type` = `application/json`.",
         schema=ActivityMessage,
     )
+    return broker
+
+
+def queue_objects(settings: ProcessorSettings) -> list[RabbitQueue]:
+    """The dead-letter queue and the activity queue, as declared by both services."""
+    return [
+        RabbitQueue(queue.name, durable=True, arguments=cast("ClassicQueueArgs", queue.arguments))
+        for queue in activity_queues(settings.queue_type, settings.queue_delivery_limit)
+    ]
+
+
+def bulk_writer(
+    settings: ProcessorSettings, metrics: ProcessorMetrics | None = None
+) -> BulkWriter[Activity]:
+    """A writer grouping inserts by PROCESSOR_BATCH_SIZE and PROCESSOR_BATCH_WAIT_MS."""
+    return BulkWriter(
+        lambda documents: Activity.insert_many(documents, ordered=False),
+        batch_size=settings.processor_batch_size,
+        max_wait=settings.processor_batch_wait_ms / 1000,
+        metrics=metrics,
+    )
+
+
+def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
+    """Build the processor app; with no settings, read them from the environment."""
+    settings = settings or load_settings(ProcessorSettings)
+    if settings.mongodb_url is None:
+        raise ConfigurationError(
+            "invalid configuration: MONGODB_URL is not set (`make run` starts the whole stack"
+            " with an embedded database)"
+        )
+    client = mongo_client(settings.mongodb_url)
+    metrics = ProcessorMetrics(CollectorRegistry())
+    writer = bulk_writer(settings, metrics)
+    broker = build_broker(settings, writer, metrics)
+    dead_letter_queue = queue_objects(settings)[0]
 
     async def connect_database() -> None:
         await init_documents(client, settings.mongodb_database, settings.retention_days)

@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 ActivityHandler = Callable[[ActivityMessage, RabbitMessage], Awaitable[None]]
 
 
-def make_activity_handler(writer: BulkWriter, metrics: ProcessorMetrics) -> ActivityHandler:
+def make_activity_handler(
+    writer: BulkWriter[Activity], metrics: ProcessorMetrics
+) -> ActivityHandler:
     """The subscriber function, bound to the processor's bulk writer and metrics."""
 
     async def store_activity(event: ActivityMessage, message: RabbitMessage) -> None:

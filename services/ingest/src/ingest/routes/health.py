@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from ingest.dependencies import PublisherDep
+from ingest.rate_limit import RateLimiterDep
 from ingest.reads import ActivityReader
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -46,19 +47,24 @@ async def live() -> Live:
 
 
 @router.get("/ready", responses={503: {"model": Readiness}})
-async def ready(request: Request, publisher: PublisherDep) -> JSONResponse:
+async def ready(
+    request: Request, publisher: PublisherDep, rate_limiter: RateLimiterDep
+) -> JSONResponse:
     """200 when the broker connection is usable, 503 otherwise; lists every dependency.
 
-    Only the broker decides: without MongoDB just the read API fails (503 per request),
-    events are still accepted.
+    Only the broker decides. Without Redis each instance rate limits in memory (SPEC §8),
+    and without MongoDB only the read API fails (503 per request): events are still
+    accepted.
     """
-    broker_up, mongodb = await asyncio.gather(
-        publisher.is_connected(), _mongodb_state(request.app.state.reader)
+    broker_up, redis_up, mongodb = await asyncio.gather(
+        publisher.is_connected(),
+        rate_limiter.redis_state(),
+        _mongodb_state(request.app.state.reader),
     )
     checks: dict[str, DependencyState] = {
         "broker": "up" if broker_up else "down",
+        "redis": "up" if redis_up else "degraded",
         "mongodb": mongodb,
-        # Redis (rate limiting) reports here: "degraded" while the in-memory fallback serves.
     }
     body = Readiness(status="ready" if broker_up else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if broker_up else 503)

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from activity_contract.events import MAX_EVENT_TYPE_LENGTH, MAX_USER_ID_LENGTH, ActivityOut
-from ingest.auth import ReadKeyRequired
 from ingest.dependencies import ReaderDep
 from ingest.errors import READ_ERROR_RESPONSES, InvalidQueryError
 from ingest.reads import ActivityQuery, InvalidCursorError, Position
@@ -14,9 +13,8 @@ from ingest.reads import ActivityQuery, InvalidCursorError, Position
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
-router = APIRouter(
-    prefix="/users", tags=["users"], responses=READ_ERROR_RESPONSES, dependencies=[ReadKeyRequired]
-)
+# The app includes it with `require_read_key` (ingest/app.py): every route needs a read key.
+router = APIRouter(prefix="/users", tags=["users"], responses=READ_ERROR_RESPONSES)
 
 
 class ActivityPageOut(BaseModel):
