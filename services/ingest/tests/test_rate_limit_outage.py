@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
 from activity_contract.testing import RedisServer, event_payload
+from ingest.metrics import RATE_LIMIT_FALLBACK
 
 from .conftest import ClientFactory
 
@@ -25,8 +26,13 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+# The counter is process-wide and on no registry of its own; each app serves it.
+PROCESS_METRICS = CollectorRegistry()
+PROCESS_METRICS.register(RATE_LIMIT_FALLBACK)
+
+
 def fallbacks() -> float:
-    return REGISTRY.get_sample_value(FALLBACK_METRIC) or 0.0
+    return PROCESS_METRICS.get_sample_value(FALLBACK_METRIC) or 0.0
 
 
 async def post(http: httpx.AsyncClient) -> httpx.Response:
