@@ -2,6 +2,7 @@
 
 import asyncio
 import inspect
+import os
 import time
 import uuid
 from collections import Counter
@@ -10,10 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from activity_contract.testing import (
+    DEFAULT_REDIS_URL,
     PostOutcome,
     ServiceProcess,
     event_payload,
@@ -28,12 +31,24 @@ WaitUntil = Callable[..., Awaitable[bool]]
 QueueDepth = Callable[..., Awaitable[int]]
 StoredCheck = Callable[..., Awaitable[list[str]]]
 
+REDIS_URL = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
+
 
 @pytest.fixture
-def stack_env(rabbit_url: str, mongo_server_url: str, mongo_database: str) -> dict[str, str]:
-    """Environment for both services: this test's vhost and database, free ports."""
-    return {
+def stack_env(
+    rabbit_url: str, mongo_server_url: str, mongo_database: str
+) -> Iterator[dict[str, str]]:
+    """Environment for both services: this test's vhost, database, Redis keys, free ports.
+
+    The rate limit is lifted far above what a test posts from 127.0.0.1; the Redis keys
+    it leaves are deleted afterwards.
+    """
+    key_prefix = f"event-tracker-test-{uuid.uuid4().hex[:12]}:"
+    yield {
         "RABBITMQ_URL": rabbit_url,
+        "REDIS_URL": REDIS_URL,
+        "RATE_LIMIT": "1000000/minute",
+        "RATE_LIMIT_KEY_PREFIX": key_prefix,
         "MONGODB_URL": mongo_server_url,
         "MONGODB_DATABASE": mongo_database,
         "INGEST_PORT": str(free_port()),
@@ -42,6 +57,13 @@ def stack_env(rabbit_url: str, mongo_server_url: str, mongo_database: str) -> di
         "PROCESSOR_HOST": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
     }
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{key_prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -86,4 +86,4 @@ async def _count_at_least(collection: AsyncCollection[Document], expected: int) 
 
 
 async def _equals(value: Any, expected: int) -> bool:
-    return await value == expected
+    return bool(await value == expected)

@@ -1,89 +1,162 @@
-"""The bulk writer's fate for each document: stored, duplicate, rejected or retry later."""
+"""Grouping by size and time, and the fate of each document under each kind of failure."""
 
 import asyncio
 import time
-import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
-from pymongo.errors import BulkWriteError, ServerSelectionTimeoutError
+import pytest
+from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure
 
 from processor.bulk_writer import BulkWriter, RetryPolicy, WriteOutcome
-from processor.documents import Activity
+
+FAST_RETRY = RetryPolicy(first_delay=0.01, max_delay=0.02, give_up_after=0.1)
 
 
-def _document() -> Activity:
-    now = datetime.now(UTC)
-    document: Activity = Activity.model_construct(
-        id=uuid.uuid4(),
-        user_id="u",
-        event_type="t",
-        timestamp=now,
-        metadata={},
-        received_at=now,
-        processed_at=now,
-        redelivered=False,
-        schema_version=1,
-    )
-    return document
+class Store:
+    """An in-memory unique-key store behaving like an unordered insert_many."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.calls: list[list[str]] = []
+        self.refuse: set[str] = set()
+        self.outages = 0  # this many calls fail with a connection error first
+
+    async def insert_many(self, documents: Sequence[str]) -> None:
+        self.calls.append(list(documents))
+        if self.outages:
+            self.outages -= 1
+            raise AutoReconnect("connection refused")
+        errors = []
+        for index, key in enumerate(documents):
+            if key in self.refuse:
+                errors.append({"index": index, "code": 121, "errmsg": "validation"})
+            elif key in self.keys:
+                errors.append({"index": index, "code": 11000, "errmsg": "duplicate"})
+            else:
+                self.keys.add(key)
+        if errors:
+            raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": []})
 
 
-class FlakyDatabase:
-    """Refuses to answer for the first `outages` calls, then writes."""
-
-    def __init__(self, outages: int = 0) -> None:
-        self.outages = outages
-        self.calls = 0
-        self.written: list[Activity] = []
-
-    async def insert_many(self, documents: Sequence[Activity]) -> None:
-        self.calls += 1
-        if self.calls <= self.outages:
-            raise ServerSelectionTimeoutError("down")
-        self.written.extend(documents)
+async def test_full_group_is_written_at_once() -> None:
+    store = Store()
+    writer = BulkWriter(store.insert_many, batch_size=3, max_wait=60)
+    outcomes = await asyncio.gather(*(writer.write(key) for key in "abc"))
+    assert outcomes == [WriteOutcome.STORED] * 3
+    assert store.calls == [["a", "b", "c"]]
 
 
-FAST = RetryPolicy(first_delay=0.01, max_delay=0.02, give_up_after=5.0)
+async def test_partial_group_is_written_after_max_wait() -> None:
+    store = Store()
+    writer = BulkWriter(store.insert_many, batch_size=100, max_wait=0.05)
+    outcomes = list(await asyncio.wait_for(asyncio.gather(writer.write("a"), writer.write("b")), 5))
+    assert outcomes == [WriteOutcome.STORED] * 2
+    assert store.calls == [["a", "b"]]
 
 
-async def test_transient_failures_are_retried_until_written() -> None:
-    database = FlakyDatabase(outages=3)
-    writer = BulkWriter(database.insert_many, batch_size=10, max_wait=0.01, retry=FAST)
-    outcomes = await asyncio.gather(*(writer.write(_document()) for _ in range(5)))
-    assert outcomes == [WriteOutcome.STORED] * 5
-    assert database.calls == 4
-    assert len(database.written) == 5
+async def test_duplicates_are_reported_and_others_still_stored() -> None:
+    store = Store()
+    store.keys.add("b")
+    writer = BulkWriter(store.insert_many, batch_size=3, max_wait=60)
+    outcomes = await asyncio.gather(*(writer.write(key) for key in "abc"))
+    assert outcomes == [WriteOutcome.STORED, WriteOutcome.DUPLICATE, WriteOutcome.STORED]
+    assert store.keys == {"a", "b", "c"}
 
 
-async def test_duplicates_count_as_success_and_refused_documents_stand_alone() -> None:
-    async def insert_many(documents: Sequence[Activity]) -> None:
-        raise BulkWriteError(
-            {"writeErrors": [{"index": 0, "code": 11000}, {"index": 2, "code": 121}]}
-        )
-
-    writer = BulkWriter(insert_many, batch_size=3, max_wait=1.0, retry=FAST)
-    outcomes = await asyncio.gather(*(writer.write(_document()) for _ in range(3)))
-    assert outcomes == [WriteOutcome.DUPLICATE, WriteOutcome.STORED, WriteOutcome.REJECTED]
+async def test_refused_document_is_rejected_without_blocking_the_group() -> None:
+    store = Store()
+    store.refuse.add("b")
+    writer = BulkWriter(store.insert_many, batch_size=3, max_wait=60)
+    outcomes = await asyncio.gather(*(writer.write(key) for key in "abc"))
+    assert outcomes == [WriteOutcome.STORED, WriteOutcome.REJECTED, WriteOutcome.STORED]
 
 
-async def test_giving_up_requeues_after_the_wall_time_limit() -> None:
-    database = FlakyDatabase(outages=10**6)
-    policy = RetryPolicy(first_delay=0.01, max_delay=0.05, give_up_after=0.3)
-    writer = BulkWriter(database.insert_many, batch_size=1, max_wait=0.01, retry=policy)
+async def test_transient_failure_is_retried_until_it_succeeds() -> None:
+    store = Store()
+    store.outages = 2
+    writer = BulkWriter(store.insert_many, batch_size=2, max_wait=60, retry=FAST_RETRY)
+    outcomes = list(await asyncio.gather(writer.write("a"), writer.write("b")))
+    assert outcomes == [WriteOutcome.STORED] * 2
+    assert len(store.calls) == 3
+
+
+async def test_lasting_outage_gives_up_with_retry_later() -> None:
+    store = Store()
+    store.outages = 1_000
+    writer = BulkWriter(store.insert_many, batch_size=1, max_wait=60, retry=FAST_RETRY)
+    assert await writer.write("a") is WriteOutcome.RETRY_LATER
+    assert store.keys == set()
+
+
+async def test_non_transient_server_error_rejects_the_group() -> None:
+    async def refuse(_: Sequence[str]) -> None:
+        raise OperationFailure("bad document", code=2)
+
+    writer = BulkWriter(refuse, batch_size=1, max_wait=60, retry=FAST_RETRY)
+    assert await writer.write("a") is WriteOutcome.REJECTED
+
+
+async def test_write_concern_error_rewrites_the_group_and_counts_repeats_as_duplicates() -> None:
+    store = Store()
+    calls = 0
+
+    async def flaky_durability(documents: Sequence[str]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            store.keys.update(documents)  # written, but durability not confirmed
+            raise BulkWriteError({"writeErrors": [], "writeConcernErrors": [{"code": 64}]})
+        await store.insert_many(documents)
+
+    writer = BulkWriter(flaky_durability, batch_size=2, max_wait=60, retry=FAST_RETRY)
+    outcomes = list(await asyncio.gather(writer.write("a"), writer.write("b")))
+    assert outcomes == [WriteOutcome.DUPLICATE] * 2
+    assert calls == 2
+
+
+async def test_drain_writes_what_is_pending() -> None:
+    store = Store()
+    writer = BulkWriter(store.insert_many, batch_size=100, max_wait=60)
+    pending = asyncio.ensure_future(writer.write("a"))
+    await asyncio.sleep(0)
+    await asyncio.wait_for(writer.drain(), 5)
+    assert await pending is WriteOutcome.STORED
+
+
+@pytest.mark.parametrize("size", [1, 7, 500])
+async def test_groups_never_exceed_batch_size(size: int) -> None:
+    store = Store()
+    writer = BulkWriter(store.insert_many, batch_size=size, max_wait=0.01)
+    keys = [str(i) for i in range(1_000)]
+    outcomes = await asyncio.gather(*(writer.write(key) for key in keys))
+    assert set(outcomes) == {WriteOutcome.STORED}
+    assert max(len(call) for call in store.calls) <= size
+    assert sorted(key for call in store.calls for key in call) == sorted(keys)
+
+
+async def test_give_up_after_is_wall_time_not_the_sum_of_sleeps() -> None:
+    async def slow_outage(_: Sequence[str]) -> None:
+        await asyncio.sleep(0.2)  # a failing attempt takes time too (server selection)
+        raise AutoReconnect("connection refused")
+
+    policy = RetryPolicy(first_delay=0.01, max_delay=0.01, give_up_after=0.3)
+    writer = BulkWriter(slow_outage, batch_size=1, max_wait=60, retry=policy)
     started = time.monotonic()
-    assert await writer.write(_document()) is WriteOutcome.RETRY_LATER
-    assert 0.3 <= time.monotonic() - started < 2.0
+    assert await writer.write("a") is WriteOutcome.RETRY_LATER
+    assert time.monotonic() - started < 1.0
 
 
-async def test_shutdown_stops_retrying_and_flushes_at_once() -> None:
-    database = FlakyDatabase(outages=10**6)
-    writer = BulkWriter(database.insert_many, batch_size=100, max_wait=60.0, retry=FAST)
-    pending = asyncio.ensure_future(writer.write(_document()))
+async def test_shutdown_flushes_at_once_and_stops_retrying_soon() -> None:
+    store = Store()
+    store.outages = 1_000
+    patient = RetryPolicy(first_delay=0.01, max_delay=0.02, give_up_after=60)
+    writer = BulkWriter(store.insert_many, batch_size=100, max_wait=60, retry=patient)
+    pending = asyncio.ensure_future(writer.write("a"))
     await asyncio.sleep(0.05)
-    assert database.calls == 0  # waiting for its group to fill or time out
+    assert store.calls == []  # waiting for its group to fill or time out
 
     started = time.monotonic()
     writer.begin_shutdown(retry_for=0.2)
-    await writer.drain()
+    await asyncio.wait_for(writer.drain(), 5)
     assert await pending is WriteOutcome.RETRY_LATER
     assert time.monotonic() - started < 2.0

@@ -265,11 +265,17 @@ def delete_queue(vhost_url: str, queue: str) -> None:
 class ServiceProcess:
     """One of the services (`python -m ingest` / `python -m processor`) in a child process."""
 
-    def __init__(self, module: str, env: Mapping[str, str], port: int) -> None:
-        """Prepare `module` with `env` added to this environment, serving HTTP on `port`."""
+    def __init__(
+        self, module: str, env: Mapping[str, str], port: int, *, stderr: Path | None = None
+    ) -> None:
+        """Prepare `module` with `env` added to this environment, serving HTTP on `port`.
+
+        With `stderr`, the service's standard error (its log lines) goes to that file.
+        """
         self.module = module
         self.env = {**os.environ, **env}
         self.port = port
+        self.stderr = stderr
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -279,9 +285,14 @@ class ServiceProcess:
 
     def start(self, timeout: float = 60.0) -> "ServiceProcess":
         """Start it and wait until `/health/live` answers."""
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module], env=self.env, stdin=subprocess.DEVNULL
-        )
+        with contextlib.ExitStack() as files:
+            stderr = files.enter_context(self.stderr.open("ab")) if self.stderr else None
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -314,4 +325,61 @@ class ServiceProcess:
 
     def __exit__(self, *_: object) -> None:
         """Stop the service."""
+        self.stop()
+
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class RedisServer:
+    """A throw-away `redis-server` (no persistence) in a child process, for outage tests."""
+
+    def __init__(self) -> None:
+        """Prepare a server on a free port; `start()` runs it."""
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The Redis URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        """Start (or restart) the server on the same port; wait until it listens."""
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
+        wait_for_port("127.0.0.1", self.port)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server and wait for it."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGCONT)  # in case a test froze it
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def freeze(self) -> None:
+        """Suspend the server (SIGSTOP): connections hang, as with a stuck Redis."""
+        assert self.process is not None  # noqa: S101 - a test helper's precondition
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Resume a frozen server."""
+        assert self.process is not None  # noqa: S101 - a test helper's precondition
+        self.process.send_signal(signal.SIGCONT)
+
+    def __enter__(self) -> "RedisServer":
+        """Start the server."""
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        """Stop the server."""
         self.stop()

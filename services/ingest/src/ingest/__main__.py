@@ -20,6 +20,9 @@ def main() -> None:
         port=settings.ingest_port,
         log_config=None,
         access_log=False,
+        # X-Forwarded-For is judged by TRUSTED_PROXIES alone (ingest.client_ip); uvicorn's
+        # own handling would rewrite the peer address first, trusting 127.0.0.1.
+        proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 logger = logging.getLogger(__name__)
 
 BROKER_RETRY_AFTER_SECONDS = 5
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class ErrorDetail(BaseModel):
@@ -65,6 +66,60 @@ class BrokerUnavailableError(ApiError):
     def __init__(self, message: str | None = None) -> None:
         """Answer 503 with `Retry-After`."""
         super().__init__(message, headers={"Retry-After": str(BROKER_RETRY_AFTER_SECONDS)})
+
+
+class RateLimitedError(ApiError):
+    """The client IP is over its rate limit (SPEC §8)."""
+
+    status_code = 429
+    code = "rate_limited"
+    message = (
+        "Too many requests from this client; retry after the number of seconds in Retry-After."
+    )
+
+    def __init__(self, retry_after_seconds: int, headers: Mapping[str, str] | None = None) -> None:
+        """Answer 429 with `Retry-After` (whole seconds) and any extra headers."""
+        super().__init__(
+            headers={**(headers or {}), "Retry-After": str(max(1, retry_after_seconds))}
+        )
+
+
+class UnauthorizedError(ApiError):
+    """Missing or wrong API key (SPEC §3.5)."""
+
+    status_code = 401
+    code = "unauthorized"
+    message = "A valid API key is required: send Authorization: Bearer <key>."
+
+    def __init__(self) -> None:
+        """Answer 401 with the `WWW-Authenticate` challenge."""
+        super().__init__(headers={"WWW-Authenticate": "Bearer"})
+
+
+class DatabaseUnavailableError(ApiError):
+    """MongoDB did not answer the read API in time: the client should retry later."""
+
+    status_code = 503
+    code = "database_unavailable"
+    message = "Stored activity cannot be read right now; retry later."
+
+    def __init__(self, message: str | None = None) -> None:
+        """Answer 503 with `Retry-After`."""
+        super().__init__(message, headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
+class InvalidQueryError(ApiError):
+    """A query value the schema alone cannot check (a cursor, a range) is wrong."""
+
+    status_code = 422
+    code = "validation_error"
+    message = "The request does not match the schema."
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        """Name the query parameter and what is wrong with it."""
+        super().__init__(
+            details=[ErrorDetail(loc=["query", parameter], message=problem, type="value_error")]
+        )
 
 
 def error_response(
@@ -163,5 +218,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         422: "Schema violation (`validation_error`), one detail per problem.",
         429: "Over the rate limit (`rate_limited`); see `Retry-After`.",
         503: "Not confirmed by RabbitMQ (`broker_unavailable`); see `Retry-After`.",
+    }.items()
+}
+
+READ_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        401: "Missing or wrong read API key (`unauthorized`).",
+        422: "Bad query value or cursor (`validation_error`), one detail per problem.",
+        503: "MongoDB unreachable (`database_unavailable`); see `Retry-After`.",
     }.items()
 }

@@ -13,6 +13,7 @@ from activity_contract.events import ActivityMessage
 from activity_contract.settings import BROKER_RECONNECT_SECONDS
 from activity_contract.topology import activity_queues
 from ingest.errors import BrokerUnavailableError
+from ingest.metrics import IngestMetrics
 from ingest.settings import IngestSettings
 
 if TYPE_CHECKING:
@@ -36,13 +37,15 @@ READINESS_PING_SECONDS = 1.0
 class ActivityPublisher:
     """Publishes activity messages; returns only after RabbitMQ confirmed each one."""
 
-    def __init__(self, settings: IngestSettings) -> None:
-        """Build the broker (not connected yet) from settings."""
+    def __init__(self, settings: IngestSettings, metrics: IngestMetrics) -> None:
+        """Build the broker (not connected yet) from settings; count outcomes in `metrics`."""
+        self._metrics = metrics
         # on_return_raises: a mandatory message that no queue takes becomes an error.
         self.broker = RabbitBroker(
             settings.rabbitmq_url,
             default_channel=Channel(on_return_raises=True),
             reconnect_interval=BROKER_RECONNECT_SECONDS,
+            logger=logging.getLogger("ingest.broker"),  # propagates: follows LOG_FORMAT
             log_level=logging.DEBUG,
         )
         self._queues = [
@@ -88,6 +91,7 @@ class ActivityPublisher:
                     timeout=self._timeout,
                 )
         except PUBLISH_FAILURES as error:
+            self._metrics.publish_failures.labels(error_type=type(error).__name__).inc()
             logger.warning(
                 "publish failed",
                 extra={
@@ -97,6 +101,11 @@ class ActivityPublisher:
                 },
             )
             raise BrokerUnavailableError from error
+        self._metrics.published.inc()
+        logger.debug(
+            "event published",
+            extra={"request_id": request_id, "event_id": str(message.event_id)},
+        )
 
     async def publish_many(self, messages: Sequence[ActivityMessage], request_id: str) -> None:
         """Publish all messages concurrently and await their confirms together."""

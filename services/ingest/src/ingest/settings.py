@@ -1,14 +1,56 @@
 """Ingest settings (SPEC §9), composed from the contract's pieces."""
 
-from pydantic import Field, PositiveFloat, field_validator
+import re
+from typing import Annotated
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    IPvAnyNetwork,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+)
+from pydantic_settings import NoDecode
 
 from activity_contract.settings import (
     BrokerSettings,
-    CommaSeparated,
     LoggingSettings,
     MongoSettings,
     split_commas,
 )
+
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600}
+_RATE_LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)\s*$", re.IGNORECASE)
+
+
+class RateLimitRule(BaseModel, frozen=True):
+    """At most `limit` requests per `period_seconds` (a sliding window)."""
+
+    limit: PositiveInt
+    period_seconds: PositiveInt
+
+    def __str__(self) -> str:
+        """The rule as written in `RATE_LIMIT`, e.g. `100/minute`."""
+        unit = {seconds: name for name, seconds in _PERIODS.items()}[self.period_seconds]
+        return f"{self.limit}/{unit}"
+
+
+def parse_rate_limit(value: object) -> object:
+    """Turn `N/second`, `N/minute` or `N/hour` into a `RateLimitRule`; other types pass."""
+    if not isinstance(value, str):
+        return value
+    match = _RATE_LIMIT.match(value)
+    if match is None:
+        raise ValueError("expected N/second, N/minute or N/hour with N >= 1, e.g. 100/minute")
+    return RateLimitRule(limit=int(match.group(1)), period_seconds=_PERIODS[match.group(2).lower()])
+
+
+RateLimitSetting = Annotated[RateLimitRule, NoDecode, BeforeValidator(parse_rate_limit)]
+NetworkList = Annotated[list[IPvAnyNetwork], NoDecode]
+SecretList = Annotated[list[SecretStr], NoDecode]
 
 
 class IngestSettings(BrokerSettings, MongoSettings, LoggingSettings):
@@ -18,10 +60,14 @@ class IngestSettings(BrokerSettings, MongoSettings, LoggingSettings):
     ingest_port: int = Field(default=8000, ge=0, le=65535)
     publish_timeout_seconds: PositiveFloat = 5.0
     redis_url: str = Field(default="redis://localhost:6379/0", pattern=r"^(redis|rediss|unix)://")
-    rate_limit: str = "100/minute"
-    trusted_proxies: CommaSeparated = Field(default_factory=list)
-    read_api_keys: CommaSeparated = Field(default_factory=list)
-    ingest_api_keys: CommaSeparated = Field(default_factory=list)
+    redis_timeout_seconds: PositiveFloat = Field(
+        default=0.5, le=5.0, description="Bound on one rate-limit round trip to Redis."
+    )
+    rate_limit: RateLimitSetting = Field(default="100/minute", validate_default=True)
+    rate_limit_key_prefix: str = Field(default="event-tracker:rate-limit:", min_length=1)
+    trusted_proxies: NetworkList = Field(default_factory=list)
+    read_api_keys: SecretList = Field(default_factory=list)
+    ingest_api_keys: SecretList = Field(default_factory=list)
 
     _split = field_validator("trusted_proxies", "read_api_keys", "ingest_api_keys", mode="before")(
         split_commas

@@ -1,4 +1,4 @@
-"""The processor app factory: broker, subscriber wiring, health routes, AsyncAPI docs."""
+"""The processor app factory: broker, subscriber wiring, health and metrics routes, AsyncAPI."""
 
 import logging
 from typing import TYPE_CHECKING, cast
@@ -7,6 +7,7 @@ from faststream.asgi import AsgiFastStream, AsyncAPIRoute
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.specification import AsyncAPI
+from prometheus_client import CollectorRegistry
 
 from activity_contract.events import ActivityMessage
 from activity_contract.settings import (
@@ -17,8 +18,9 @@ from activity_contract.settings import (
 from activity_contract.topology import activity_queues
 from processor.bulk_writer import BulkWriter
 from processor.documents import Activity, init_documents, mongo_client
-from processor.handlers import DeadLetterUndecodable, make_activity_handler
-from processor.health import health_routes
+from processor.handlers import dead_letter_undecodable, make_activity_handler
+from processor.health import health_routes, metrics_route
+from processor.metrics import ProcessorMetrics
 from processor.settings import ProcessorSettings
 
 if TYPE_CHECKING:
@@ -31,32 +33,28 @@ GRACEFUL_TIMEOUT_SECONDS = 20.0
 SHUTDOWN_RETRY_SECONDS = 10.0
 
 
-def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
-    """Build the processor app; with no settings, read them from the environment."""
-    settings = settings or load_settings(ProcessorSettings)
-    if settings.mongodb_url is None:
-        raise ConfigurationError(
-            "invalid configuration: MONGODB_URL is not set (`make run` starts the whole stack"
-            " with an embedded database)"
-        )
+def build_broker(
+    settings: ProcessorSettings,
+    writer: BulkWriter[Activity],
+    metrics: ProcessorMetrics | None = None,
+) -> RabbitBroker:
+    """The broker with the activity subscriber (and the documented publish side) wired.
+
+    Without `metrics` it counts on a registry of its own that nothing serves.
+    """
+    metrics = metrics or ProcessorMetrics(CollectorRegistry())
     broker = RabbitBroker(
         settings.rabbitmq_url,
-        middlewares=[DeadLetterUndecodable],
+        # The metrics middleware is outermost, so it sees how each message was settled.
+        middlewares=[metrics.broker_middleware(), dead_letter_undecodable(metrics)],
         graceful_timeout=GRACEFUL_TIMEOUT_SECONDS,
         reconnect_interval=BROKER_RECONNECT_SECONDS,
+        # Our loggers propagate to the root handler, so FastStream's lines share LOG_FORMAT.
+        logger=logging.getLogger("processor.broker"),
         log_level=logging.DEBUG,
         description="RabbitMQ carrying user activity events from ingest to processor.",
     )
-    dead_letter_queue, activity_queue = (
-        RabbitQueue(queue.name, durable=True, arguments=cast("ClassicQueueArgs", queue.arguments))
-        for queue in activity_queues(settings.queue_type, settings.queue_delivery_limit)
-    )
-    client = mongo_client(settings.mongodb_url)
-    writer = BulkWriter(
-        lambda documents: Activity.insert_many(documents, ordered=False),
-        batch_size=settings.processor_batch_size,
-        max_wait=settings.processor_batch_wait_ms / 1000,
-    )
+    activity_queue = queue_objects(settings)[-1]
     broker.subscriber(
         activity_queue,
         ack_policy=AckPolicy.MANUAL,
@@ -65,7 +63,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         description="The processor stores each event in MongoDB (collection `activities`) "
         "and acknowledges it after a durable write; invalid messages go to "
         "`user_activities.dlq`.",
-    )(make_activity_handler(writer))
+    )(make_activity_handler(writer, metrics))
     # Documents the producing side of the channel; ingest publishes with the same contract.
     broker.publisher(
         activity_queue,
@@ -76,9 +74,45 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         "request id, `content_type` = `application/json`.",
         schema=ActivityMessage,
     )
+    return broker
+
+
+def queue_objects(settings: ProcessorSettings) -> list[RabbitQueue]:
+    """The dead-letter queue and the activity queue, as declared by both services."""
+    return [
+        RabbitQueue(queue.name, durable=True, arguments=cast("ClassicQueueArgs", queue.arguments))
+        for queue in activity_queues(settings.queue_type, settings.queue_delivery_limit)
+    ]
+
+
+def bulk_writer(
+    settings: ProcessorSettings, metrics: ProcessorMetrics | None = None
+) -> BulkWriter[Activity]:
+    """A writer grouping inserts by PROCESSOR_BATCH_SIZE and PROCESSOR_BATCH_WAIT_MS."""
+    return BulkWriter(
+        lambda documents: Activity.insert_many(documents, ordered=False),
+        batch_size=settings.processor_batch_size,
+        max_wait=settings.processor_batch_wait_ms / 1000,
+        metrics=metrics,
+    )
+
+
+def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
+    """Build the processor app; with no settings, read them from the environment."""
+    settings = settings or load_settings(ProcessorSettings)
+    if settings.mongodb_url is None:
+        raise ConfigurationError(
+            "invalid configuration: MONGODB_URL is not set (`make run` starts the whole stack"
+            " with an embedded database)"
+        )
+    client = mongo_client(settings.mongodb_url)
+    metrics = ProcessorMetrics(CollectorRegistry())
+    writer = bulk_writer(settings, metrics)
+    broker = build_broker(settings, writer, metrics)
+    dead_letter_queue = queue_objects(settings)[0]
 
     async def connect_database() -> None:
-        await init_documents(client, settings.mongodb_database)
+        await init_documents(client, settings.mongodb_database, settings.retention_days)
 
     async def declare_dead_letter_queue() -> None:
         await broker.declare_queue(dead_letter_queue)
@@ -92,7 +126,8 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
 
     return AsgiFastStream(
         broker,
-        asgi_routes=health_routes(broker, client),
+        logger=logging.getLogger("processor.app"),
+        asgi_routes=[*health_routes(broker, client), metrics_route(metrics.registry)],
         asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
         specification=AsyncAPI(
             broker,

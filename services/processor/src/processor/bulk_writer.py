@@ -6,10 +6,11 @@ which is known only once the whole group was written with a durable write concer
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pymongo.errors import (
     BulkWriteError,
@@ -20,7 +21,7 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
-from processor.documents import Activity
+from processor.metrics import ProcessorMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ DUPLICATE_KEY = 11000
 # Server error codes that say "try again later", not "this document is bad".
 TRANSIENT_CODES = frozenset({6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 
-InsertMany = Callable[[Sequence[Activity]], Awaitable[Any]]
+DocumentT = TypeVar("DocumentT")
+InsertMany = Callable[[Sequence[DocumentT]], Awaitable[Any]]
 
 
 class WriteOutcome(Enum):
@@ -57,27 +59,29 @@ def _is_transient(error: PyMongoError) -> bool:
     return False
 
 
-class BulkWriter:
+class BulkWriter(Generic[DocumentT]):
     """Collects documents and inserts them in groups of up to `batch_size` or `max_wait`."""
 
     def __init__(
         self,
-        insert_many: InsertMany,
+        insert_many: InsertMany[DocumentT],
         batch_size: int,
         max_wait: float,
         retry: RetryPolicy | None = None,
+        metrics: ProcessorMetrics | None = None,
     ) -> None:
         """Write through `insert_many`, which must insert unordered and durably."""
         self._insert_many = insert_many
+        self._metrics = metrics
         self._batch_size = batch_size
         self._max_wait = max_wait
         self._retry = retry or RetryPolicy()
-        self._pending: list[tuple[Activity, asyncio.Future[WriteOutcome]]] = []
+        self._pending: list[tuple[DocumentT, asyncio.Future[WriteOutcome]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._groups: set[asyncio.Task[None]] = set()
         self._give_up_at: float | None = None  # loop time after which retries stop
 
-    async def write(self, document: Activity) -> WriteOutcome:
+    async def write(self, document: DocumentT) -> WriteOutcome:
         """Queue a document and wait until its group was written (or gave up)."""
         future: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
         self._pending.append((document, future))
@@ -114,14 +118,14 @@ class BulkWriter:
         task.add_done_callback(self._groups.discard)
 
     async def _write_group(
-        self, group: list[tuple[Activity, asyncio.Future[WriteOutcome]]]
+        self, group: list[tuple[DocumentT, asyncio.Future[WriteOutcome]]]
     ) -> None:
         outcomes = await self._insert_with_retries([document for document, _ in group])
         for (_, future), outcome in zip(group, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
 
-    async def _insert_with_retries(self, documents: list[Activity]) -> list[WriteOutcome]:
+    async def _insert_with_retries(self, documents: list[DocumentT]) -> list[WriteOutcome]:
         outcomes = [WriteOutcome.RETRY_LATER] * len(documents)
         todo = list(range(len(documents)))  # indexes still to write
         loop = asyncio.get_running_loop()
@@ -145,14 +149,17 @@ class BulkWriter:
         )
 
     async def _insert_once(
-        self, documents: list[Activity], outcomes: list[WriteOutcome], indexes: list[int]
+        self, documents: list[DocumentT], outcomes: list[WriteOutcome], indexes: list[int]
     ) -> list[int]:
         """Insert `documents` (at `indexes` of the group); return the indexes to retry."""
+        started = time.perf_counter()
         try:
             await self._insert_many(documents)
         except BulkWriteError as error:
+            self._observe(len(documents), started)
             return self._sort_write_errors(error, outcomes, indexes)
         except PyMongoError as error:
+            self._observe(len(documents), started)
             if not _is_transient(error):
                 logger.exception("bulk insert refused", extra={"documents": len(documents)})
                 for index in indexes:
@@ -163,9 +170,20 @@ class BulkWriter:
                 extra={"documents": len(documents), "error_type": type(error).__name__},
             )
             return indexes
+        self._observe(len(documents), started)
         for index in indexes:
             outcomes[index] = WriteOutcome.STORED
         return []
+
+    def _observe(self, size: int, started: float) -> None:
+        duration = time.perf_counter() - started
+        logger.debug(
+            "bulk insert done",
+            extra={"documents": size, "duration_ms": round(duration * 1000, 1)},
+        )
+        if self._metrics is not None:
+            self._metrics.bulk_write_size.observe(size)
+            self._metrics.bulk_write_duration.observe(duration)
 
     @staticmethod
     def _sort_write_errors(

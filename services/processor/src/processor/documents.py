@@ -1,16 +1,29 @@
 """The stored event: one Beanie document per event in collection `activities` (SPEC §7)."""
 
+import logging
 from datetime import datetime
 from uuid import UUID
 
 from beanie import Document, init_beanie
 from pydantic import Field, JsonValue
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, WriteConcern
+from pymongo import AsyncMongoClient, IndexModel, WriteConcern
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 from activity_contract.events import ActivityMessage
+from activity_contract.storage import (
+    ACTIVITIES_COLLECTION,
+    EVENT_TYPE_INDEX,
+    EVENT_TYPE_KEYS,
+    RETENTION_INDEX,
+    RETENTION_KEYS,
+    SECONDS_PER_DAY,
+    USER_TIMELINE_INDEX,
+    USER_TIMELINE_KEYS,
+)
 
-COLLECTION = "activities"
+logger = logging.getLogger(__name__)
 # An insert is acknowledged only once a majority has it in its journal (SPEC §6).
 DURABLE_WRITES = WriteConcern(w="majority", j=True)
 # Bound every wait on an unreachable server (pymongo's default server selection is 30 s) so a
@@ -36,12 +49,10 @@ class Activity(Document):
     class Settings:
         """Collection, indexes, and no per-instance state tracking on the write path."""
 
-        name = COLLECTION
+        name = ACTIVITIES_COLLECTION
         indexes = [  # noqa: RUF012 - Beanie's declared format
-            IndexModel([("user_id", ASCENDING), ("timestamp", DESCENDING)], name="user_timestamp"),
-            IndexModel(
-                [("event_type", ASCENDING), ("timestamp", DESCENDING)], name="type_timestamp"
-            ),
+            IndexModel(list(USER_TIMELINE_KEYS), name=USER_TIMELINE_INDEX),
+            IndexModel(list(EVENT_TYPE_KEYS), name=EVENT_TYPE_INDEX),
         ]
 
     @classmethod
@@ -75,9 +86,53 @@ def mongo_client(url: str) -> AsyncMongoClient[dict[str, object]]:
 
 
 async def init_documents(
-    client: AsyncMongoClient[dict[str, object]], database: str
+    client: AsyncMongoClient[dict[str, object]], database: str, retention_days: int = 0
 ) -> AsyncDatabase[dict[str, object]]:
-    """Bind the document to the database with durable writes and create its indexes."""
+    """Bind the document to the database with durable writes and create its indexes.
+
+    Beanie only creates the indexes declared in `Activity.Settings` and drops none (index
+    dropping stays off), so the TTL index managed by `apply_retention` survives it.
+    """
     db = client.get_database(database, write_concern=DURABLE_WRITES)
     await init_beanie(database=db, document_models=[Activity])
+    await apply_retention(db[ACTIVITIES_COLLECTION], retention_days)
     return db
+
+
+async def apply_retention(collection: AsyncCollection[dict[str, object]], days: int) -> None:
+    """Make the TTL index on `timestamp` match `days` (0: no TTL index, events kept forever).
+
+    A changed period is applied in place with `collMod`; where the server refuses that, the
+    index is dropped and created again.
+    """
+    existing = (await collection.index_information()).get(RETENTION_INDEX)
+    if days == 0:
+        if existing is not None:
+            await collection.drop_index(RETENTION_INDEX)
+            logger.info("retention removed", extra={"index": RETENTION_INDEX})
+        return
+    seconds = days * SECONDS_PER_DAY
+    if existing is None:
+        await _create_retention_index(collection, seconds)
+    elif existing.get("expireAfterSeconds") != seconds:
+        try:
+            await collection.database.command(
+                {
+                    "collMod": collection.name,
+                    "index": {"name": RETENTION_INDEX, "expireAfterSeconds": seconds},
+                }
+            )
+        except OperationFailure:
+            await collection.drop_index(RETENTION_INDEX)
+            await _create_retention_index(collection, seconds)
+    else:
+        return
+    logger.info("retention set", extra={"index": RETENTION_INDEX, "retention_days": days})
+
+
+async def _create_retention_index(
+    collection: AsyncCollection[dict[str, object]], seconds: int
+) -> None:
+    await collection.create_index(
+        list(RETENTION_KEYS), name=RETENTION_INDEX, expireAfterSeconds=seconds
+    )

@@ -1,16 +1,20 @@
 """Liveness and readiness (SPEC §3.4)."""
 
+import asyncio
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from ingest.dependencies import PublisherDep
+from ingest.rate_limit import RateLimiterDep
+from ingest.reads import ActivityReader
 
 router = APIRouter(prefix="/health", tags=["health"])
 
-DependencyState = Literal["up", "down", "degraded"]
+DependencyState = Literal["up", "down", "degraded", "not_configured"]
+PING_SECONDS = 1.0
 
 
 class Live(BaseModel):
@@ -26,6 +30,16 @@ class Readiness(BaseModel):
     checks: dict[str, DependencyState]
 
 
+async def _mongodb_state(reader: ActivityReader | None) -> DependencyState:
+    if reader is None:
+        return "not_configured"
+    try:
+        async with asyncio.timeout(PING_SECONDS):
+            return "up" if await reader.is_available() else "down"
+    except TimeoutError:
+        return "down"
+
+
 @router.get("/live")
 async def live() -> Live:
     """Answer while the process runs."""
@@ -33,11 +47,24 @@ async def live() -> Live:
 
 
 @router.get("/ready", responses={503: {"model": Readiness}})
-async def ready(publisher: PublisherDep) -> JSONResponse:
-    """200 when the broker connection is usable, 503 otherwise."""
-    broker_up = await publisher.is_connected()
-    body = Readiness(
-        status="ready" if broker_up else "unavailable",
-        checks={"broker": "up" if broker_up else "down"},
+async def ready(
+    request: Request, publisher: PublisherDep, rate_limiter: RateLimiterDep
+) -> JSONResponse:
+    """200 when the broker connection is usable, 503 otherwise; lists every dependency.
+
+    Only the broker decides. Without Redis each instance rate limits in memory (SPEC §8),
+    and without MongoDB only the read API fails (503 per request): events are still
+    accepted.
+    """
+    broker_up, redis_up, mongodb = await asyncio.gather(
+        publisher.is_connected(),
+        rate_limiter.redis_state(),
+        _mongodb_state(request.app.state.reader),
     )
+    checks: dict[str, DependencyState] = {
+        "broker": "up" if broker_up else "down",
+        "redis": "up" if redis_up else "degraded",
+        "mongodb": mongodb,
+    }
+    body = Readiness(status="ready" if broker_up else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if broker_up else 503)

@@ -1,0 +1,79 @@
+"""Publishing against the real RabbitMQ: properties, topology, confirms and routing."""
+
+from collections.abc import AsyncIterator, Callable
+
+import aio_pika
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from activity_contract.events import ActivityMessage
+from activity_contract.testing import event_payload, rabbitmqctl
+from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
+from ingest.app import create_app
+from ingest.settings import IngestSettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def app(settings_for: Callable[..., IngestSettings]) -> AsyncIterator[FastAPI]:
+    app = create_app(settings_for(rate_limit="1000/minute"))
+    async with LifespanManager(app) as manager:
+        yield manager.app  # type: ignore[misc]
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
+        yield http
+
+
+async def test_published_message_is_persistent_with_the_contract_properties(
+    client: httpx.AsyncClient, rabbit_url: str
+) -> None:
+    response = await client.post(
+        "/api/v1/activities", json=event_payload(), headers={"X-Request-ID": "trace-1"}
+    )
+    assert response.status_code == 202
+    event_id = response.json()["event_id"]
+
+    connection = await aio_pika.connect(rabbit_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(ACTIVITY_QUEUE, ensure=True)
+        message = await queue.get(timeout=5)
+        assert message is not None
+        await message.ack()
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert message.message_id == event_id
+    assert message.correlation_id == "trace-1"
+    assert message.content_type == "application/json"
+    assert str(ActivityMessage.model_validate_json(message.body).event_id) == event_id
+
+
+async def test_start_up_declares_durable_quorum_queue_and_dead_letter_queue(
+    app: FastAPI, rabbit_url: str
+) -> None:
+    vhost = rabbit_url.rsplit("/", 1)[1]
+    output = rabbitmqctl(
+        "list_queues", "-p", vhost, "name", "durable", "arguments", "--no-table-headers", "--quiet"
+    )
+    rows = {line.split("\t")[0]: line for line in output.splitlines() if line}
+    assert set(rows) == {ACTIVITY_QUEUE, DEAD_LETTER_QUEUE}
+    main = rows[ACTIVITY_QUEUE]
+    assert "\ttrue\t" in main
+    assert "quorum" in main
+    assert "x-delivery-limit" in main
+    assert DEAD_LETTER_QUEUE in main
+
+
+async def test_unroutable_event_is_503_not_202(client: httpx.AsyncClient, rabbit_url: str) -> None:
+    vhost = rabbit_url.rsplit("/", 1)[1]
+    rabbitmqctl("delete_queue", "-p", vhost, ACTIVITY_QUEUE)
+    response = await client.post("/api/v1/activities", json=event_payload())
+    assert response.status_code == 503
+    assert response.json()["error"] == "broker_unavailable"
+    assert response.headers["Retry-After"].isdigit()

@@ -1,0 +1,107 @@
+"""Fail-open: a Redis of the test's own is stopped, frozen and restarted under the app."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from activity_contract.testing import RedisServer, event_payload
+from ingest.metrics import RATE_LIMIT_FALLBACK
+
+from .conftest import ClientFactory
+
+pytestmark = pytest.mark.integration
+
+FALLBACK_METRIC = "event_tracker_ingest_rate_limit_fallback_total"
+UNAVAILABLE = "redis unavailable"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+# The counter is process-wide and on no registry of its own; each app serves it.
+PROCESS_METRICS = CollectorRegistry()
+PROCESS_METRICS.register(RATE_LIMIT_FALLBACK)
+
+
+def fallbacks() -> float:
+    return PROCESS_METRICS.get_sample_value(FALLBACK_METRIC) or 0.0
+
+
+async def post(http: httpx.AsyncClient) -> httpx.Response:
+    return await http.post("/api/v1/activities", json=event_payload())
+
+
+async def redis_check(http: httpx.AsyncClient) -> str:
+    response = await http.get("/health/ready")
+    assert response.status_code == 200
+    state: str = response.json()["checks"]["redis"]
+    return state
+
+
+async def test_outage_falls_back_to_memory_then_returns_to_redis(
+    client_for: ClientFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="ingest.rate_limit_failover")
+    async with client_for(redis_url=redis_server.url, rate_limit="4/minute") as http:
+        before = fallbacks()
+        assert (await post(http)).status_code == 202
+        assert await redis_check(http) == "up"
+        assert fallbacks() == before
+
+        redis_server.stop()
+        started = time.monotonic()
+        during = [await post(http) for _ in range(5)]
+        # Requests are not failed: the in-memory window applies the same 4/minute.
+        assert [r.status_code for r in during] == [202, 202, 202, 202, 429]
+        assert time.monotonic() - started < 10
+        assert fallbacks() - before >= 5
+        assert await redis_check(http) == "degraded"
+        assert len([r for r in caplog.records if UNAVAILABLE in r.getMessage()]) == 1
+
+        redis_server.start()
+        for _ in range(75):  # up to ~15 s
+            if await redis_check(http) == "up":
+                break
+            await asyncio.sleep(0.2)
+        assert await redis_check(http) == "up"
+        # Back on the shared window (fresh: the restarted Redis kept nothing).
+        counted = fallbacks()
+        response = await post(http)
+        assert response.status_code == 202
+        assert response.headers["RateLimit-Remaining"] == "3"
+        assert fallbacks() == counted
+    assert any("available again" in r.getMessage() for r in caplog.records)
+
+
+async def test_frozen_redis_costs_a_bounded_wait_not_an_error(
+    client_for: ClientFactory, redis_server: RedisServer
+) -> None:
+    async with client_for(redis_url=redis_server.url, redis_timeout_seconds=0.3) as http:
+        assert (await post(http)).status_code == 202
+        redis_server.freeze()
+        try:
+            started = time.monotonic()
+            responses = await asyncio.gather(*(post(http) for _ in range(2)))
+            elapsed = time.monotonic() - started
+            assert [r.status_code for r in responses] == [202, 202]
+            assert elapsed < 5  # bounded by the 0.3 s timeout, with room for a busy machine
+            assert await redis_check(http) == "degraded"
+        finally:
+            redis_server.thaw()
+
+
+async def test_starts_and_accepts_while_redis_is_down(
+    client_for: ClientFactory, redis_server: RedisServer
+) -> None:
+    redis_server.stop()
+    async with client_for(redis_url=redis_server.url) as http:
+        assert (await post(http)).status_code == 202
+        assert await redis_check(http) == "degraded"

@@ -1,0 +1,297 @@
+"""GET /api/v1/users/{user_id}/activities against SecantusDB (real RabbitMQ for the app)."""
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+
+from activity_contract.storage import (
+    ACTIVITIES_COLLECTION,
+    USER_TIMELINE_INDEX,
+    USER_TIMELINE_KEYS,
+)
+from activity_contract.testing import SecantusServer, event_payload
+from ingest.reads import ActivityQuery, ActivityReader, Position
+
+pytestmark = pytest.mark.integration
+
+BuildApp = Callable[..., Awaitable[tuple[FastAPI, httpx.AsyncClient]]]
+Collection = AsyncCollection[dict[str, Any]]
+READ_KEYS = ["read-key-1", "read-key-2"]
+AUTH = {"Authorization": f"Bearer {READ_KEYS[0]}"}
+BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def stored(
+    user_id: str = "alice", event_type: str = "page_view", timestamp: datetime = BASE
+) -> dict[str, Any]:
+    """A document as the processor stores it."""
+    return {
+        "_id": uuid.uuid4(),
+        "user_id": user_id,
+        "event_type": event_type,
+        "timestamp": timestamp,
+        "metadata": {"path": "/home"},
+        "received_at": timestamp,
+        "processed_at": timestamp + timedelta(milliseconds=5),
+        "redelivered": False,
+        "schema_version": 1,
+    }
+
+
+def url(user_id: str = "alice") -> str:
+    return f"/api/v1/users/{user_id}/activities"
+
+
+@pytest.fixture
+async def reader_client(
+    build_app: BuildApp, mongo_server_url: str, mongo_database: str
+) -> httpx.AsyncClient:
+    _, client = await build_app(
+        mongodb_url=mongo_server_url, mongodb_database=mongo_database, read_api_keys=READ_KEYS
+    )
+    return client
+
+
+async def all_pages(
+    client: httpx.AsyncClient, params: dict[str, Any]
+) -> tuple[list[list[str]], list[dict[str, Any]]]:
+    """Follow next_cursor to the end; return the ids per page and every item."""
+    pages: list[list[str]] = []
+    items: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(100):
+        page_params = {**params, "cursor": cursor} if cursor else params
+        response = await client.get(url(), params=page_params, headers=AUTH)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages.append([item["event_id"] for item in body["items"]])
+        items.extend(body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages, items
+    raise AssertionError("pagination never ended")
+
+
+async def test_equal_timestamps_page_without_skip_or_repeat(
+    reader_client: httpx.AsyncClient, activities: Collection
+) -> None:
+    documents = [stored() for _ in range(25)]
+    await activities.insert_many(documents)
+    await activities.insert_many([stored(user_id="bob") for _ in range(3)])
+
+    pages, items = await all_pages(reader_client, {"limit": 7})
+
+    assert [len(page) for page in pages] == [7, 7, 7, 4]
+    ids = [item["event_id"] for item in items]
+    assert sorted(ids) == sorted(str(document["_id"]) for document in documents)
+    assert len(set(ids)) == 25
+    # Ties are broken by event id, descending, like the index.
+    assert ids == [
+        str(i) for i in sorted((document["_id"] for document in documents), reverse=True)
+    ]
+
+
+async def test_items_are_newest_first_with_every_field(
+    reader_client: httpx.AsyncClient, activities: Collection
+) -> None:
+    documents = [stored(timestamp=BASE + timedelta(minutes=i)) for i in range(5)]
+    await activities.insert_many(documents)
+
+    response = await reader_client.get(url(), headers=AUTH)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["next_cursor"] is None
+    newest = documents[-1]
+    assert body["items"][0] == {
+        "event_id": str(newest["_id"]),
+        "user_id": "alice",
+        "event_type": "page_view",
+        "timestamp": "2026-03-01T12:04:00Z",
+        "metadata": {"path": "/home"},
+        "received_at": "2026-03-01T12:04:00Z",
+        "processed_at": "2026-03-01T12:04:00.005000Z",
+    }
+    assert [item["timestamp"][11:16] for item in body["items"]] == [
+        "12:04",
+        "12:03",
+        "12:02",
+        "12:01",
+        "12:00",
+    ]
+
+
+async def test_filters_by_event_type_since_and_until(
+    reader_client: httpx.AsyncClient, activities: Collection
+) -> None:
+    await activities.insert_many(
+        [
+            stored(
+                event_type="click" if i % 2 else "page_view", timestamp=BASE + timedelta(hours=i)
+            )
+            for i in range(10)
+        ]
+    )
+    since = (BASE + timedelta(hours=2)).isoformat()
+    # The same instant written with another offset: until is exclusive.
+    until = (BASE + timedelta(hours=7)).astimezone(timezone(timedelta(hours=2))).isoformat()
+
+    _, clicks = await all_pages(reader_client, {"event_type": "click", "limit": 2})
+    assert [item["timestamp"][11:13] for item in clicks] == ["21", "19", "17", "15", "13"]
+    assert {item["event_type"] for item in clicks} == {"click"}
+
+    _, window = await all_pages(reader_client, {"since": since, "until": until, "limit": 2})
+    assert [item["timestamp"][11:13] for item in window] == ["18", "17", "16", "15", "14"]
+
+    _, both = await all_pages(
+        reader_client, {"since": since, "until": until, "event_type": "page_view"}
+    )
+    assert [item["timestamp"][11:13] for item in both] == ["18", "16", "14"]
+
+
+async def test_unknown_user_gets_an_empty_page(
+    reader_client: httpx.AsyncClient, activities: Collection
+) -> None:
+    await activities.insert_one(stored())
+    response = await reader_client.get(url("nobody"), headers=AUTH)
+    assert response.json() == {"items": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong-key"}, 401),
+        ({"Authorization": f"Basic {READ_KEYS[0]}"}, 401),
+        ({"Authorization": f"Bearer {READ_KEYS[0]}"}, 200),
+        ({"Authorization": f"Bearer {READ_KEYS[1]}"}, 200),
+    ],
+)
+async def test_read_api_requires_a_read_key(
+    reader_client: httpx.AsyncClient,
+    activities: Collection,
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    response = await reader_client.get(url(), headers=headers)
+    assert response.status_code == status, response.text
+    if status == 401:
+        assert response.json()["error"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_no_configured_keys_refuses_every_read(
+    build_app: BuildApp, mongo_server_url: str, mongo_database: str, activities: Collection
+) -> None:
+    _, client = await build_app(
+        mongodb_url=mongo_server_url, mongodb_database=mongo_database, read_api_keys=[]
+    )
+    for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer anything"}):
+        response = await client.get(url(), headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 501}, "limit"),
+        ({"since": "2026-03-01T12:00:00"}, "since"),
+        ({"until": "yesterday"}, "until"),
+        ({"since": "2026-03-02T00:00:00Z", "until": "2026-03-01T00:00:00Z"}, "until"),
+        ({"event_type": "1-starts-with-a-digit"}, "event_type"),
+    ],
+)
+async def test_bad_query_values_are_422(
+    reader_client: httpx.AsyncClient, params: dict[str, Any], parameter: str
+) -> None:
+    response = await reader_client.get(url(), params=params, headers=AUTH)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "validation_error"
+    assert ["query", parameter] in [detail["loc"] for detail in body["details"]]
+
+
+async def test_page_query_is_served_by_the_user_timeline_index(
+    activities: Collection, mongo_server_url: str, mongo_database: str
+) -> None:
+    await activities.insert_many([stored(event_type=f"t{i % 3}") for i in range(20)])
+    reader = ActivityReader(mongo_server_url, mongo_database)
+    try:
+        first = await reader.page(ActivityQuery(user_id="alice", limit=5))
+        assert first.next_cursor is not None
+        query = ActivityQuery(
+            user_id="alice",
+            limit=5,
+            event_type="t1",
+            since=BASE - timedelta(days=1),
+            after=Position.decode(first.next_cursor),
+        )
+        plan = (await reader.find(query).explain())["queryPlanner"]["winningPlan"]
+    finally:
+        await reader.close()
+    stages = []
+    while plan:
+        stages.append((plan.get("stage"), plan.get("indexName")))
+        plan = plan.get("inputStage")
+    assert ("IXSCAN", USER_TIMELINE_INDEX) in stages
+    assert ("COLLSCAN", None) not in stages
+
+
+async def test_database_loss_is_a_quick_503_while_writes_go_on(
+    build_app: BuildApp, tmp_path: Path
+) -> None:
+    with SecantusServer(tmp_path / "secantus") as server:
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            server.url, tz_aware=True, uuidRepresentation="standard"
+        )
+        collection = mongo["reads"][ACTIVITIES_COLLECTION]
+        await collection.create_index(list(USER_TIMELINE_KEYS), name=USER_TIMELINE_INDEX)
+        await collection.insert_one(stored())
+        await mongo.close()
+        _, client = await build_app(
+            mongodb_url=server.url, mongodb_database="reads", read_api_keys=READ_KEYS
+        )
+        assert (await client.get(url(), headers=AUTH)).status_code == 200
+        ready = await client.get("/health/ready")
+        assert ready.json()["checks"]["mongodb"] == "up"
+
+        server.stop()
+
+        started = time.monotonic()
+        response = await client.get(url(), headers=AUTH)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "database_unavailable"
+        assert response.headers["Retry-After"] == "5"
+        assert elapsed < 15  # bounded by the 2 s server selection timeout, with slack
+
+        accepted = await client.post("/api/v1/activities", json=event_payload())
+        assert accepted.status_code == 202, accepted.text
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200
+        assert ready.json() == {
+            "status": "ready",
+            "checks": {"broker": "up", "redis": "up", "mongodb": "down"},
+        }
+
+
+async def test_no_database_configured_answers_503(build_app: BuildApp) -> None:
+    _, client = await build_app(mongodb_url=None, read_api_keys=READ_KEYS)
+    response = await client.get(url(), headers=AUTH)
+    assert response.status_code == 503
+    assert response.json()["error"] == "database_unavailable"
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"broker": "up", "redis": "up", "mongodb": "not_configured"}

@@ -1,0 +1,60 @@
+import pytest
+
+from activity_contract.settings import ConfigurationError, load_settings
+from ingest.settings import IngestSettings, RateLimitRule
+
+
+def test_defaults_follow_the_spec() -> None:
+    settings = IngestSettings()
+    assert settings.rate_limit == RateLimitRule(limit=100, period_seconds=60)
+    assert str(settings.rate_limit) == "100/minute"
+    assert settings.trusted_proxies == []
+    assert settings.ingest_api_keys == []
+    assert settings.read_api_keys == []
+    assert 0 < settings.redis_timeout_seconds <= 1
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "period"),
+    [("5/second", 5, 1), ("100/minute", 100, 60), (" 7 / HOUR ", 7, 3600)],
+)
+def test_rate_limit_forms(
+    monkeypatch: pytest.MonkeyPatch, text: str, limit: int, period: int
+) -> None:
+    monkeypatch.setenv("RATE_LIMIT", text)
+    rule = load_settings(IngestSettings).rate_limit
+    assert (rule.limit, rule.period_seconds) == (limit, period)
+
+
+@pytest.mark.parametrize("text", ["100", "0/minute", "-1/minute", "10/day", "ten/minute", ""])
+def test_invalid_rate_limit_names_the_variable(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setenv("RATE_LIMIT", text)
+    with pytest.raises(ConfigurationError, match="RATE_LIMIT"):
+        load_settings(IngestSettings)
+
+
+def test_trusted_proxies_are_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.0/8, 172.17.0.1 ,fd00::/8")
+    networks = [str(network) for network in load_settings(IngestSettings).trusted_proxies]
+    assert networks == ["10.0.0.0/8", "172.17.0.1/32", "fd00::/8"]
+
+
+@pytest.mark.parametrize("text", ["10.0.0.0/33", "nginx", "10.0.0.1/8"])
+def test_invalid_trusted_proxies_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    monkeypatch.setenv("TRUSTED_PROXIES", text)
+    with pytest.raises(ConfigurationError, match="TRUSTED_PROXIES"):
+        load_settings(IngestSettings)
+
+
+def test_api_keys_never_appear_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INGEST_API_KEYS", "ingest-secret-1,ingest-secret-2")
+    monkeypatch.setenv("READ_API_KEYS", "read-secret")
+    settings = load_settings(IngestSettings)
+    assert [key.get_secret_value() for key in settings.ingest_api_keys] == [
+        "ingest-secret-1",
+        "ingest-secret-2",
+    ]
+    assert "secret" not in repr(settings)
+    assert "secret" not in str(settings)

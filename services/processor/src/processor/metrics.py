@@ -1,0 +1,73 @@
+"""Prometheus metrics of the processor (SPEC §11), on a registry of each app's own.
+
+Consumption counts and handler durations come from FastStream's
+`RabbitPrometheusMiddleware` (same prefix); this module adds what only the processor
+knows: write outcomes, bulk writes and end-to-end latency. No label carries an id.
+"""
+
+from datetime import datetime
+
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+PREFIX = "event_tracker_processor"
+
+_BULK_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class ProcessorMetrics:
+    """The processor's own counters and histograms, registered on `registry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """Create every metric on `registry`."""
+        self.registry = registry
+        self.persisted = Counter(
+            f"{PREFIX}_events_persisted",
+            "Events written to MongoDB for the first time.",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            f"{PREFIX}_events_duplicate",
+            "Events already stored (redelivered or re-sent); acknowledged as success.",
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            f"{PREFIX}_events_dead_lettered",
+            "Messages rejected without requeue, to the dead-letter queue.",
+            ["reason"],
+            registry=registry,
+        )
+        self.retried = Counter(
+            f"{PREFIX}_events_retried",
+            "Messages requeued for another delivery after a failure.",
+            registry=registry,
+        )
+        self.bulk_write_size = Histogram(
+            f"{PREFIX}_bulk_write_size",
+            "Documents per bulk insert attempt.",
+            buckets=_BULK_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.bulk_write_duration = Histogram(
+            f"{PREFIX}_bulk_write_duration_seconds",
+            "Duration of one bulk insert attempt, including its durable write concern.",
+            registry=registry,
+        )
+        self.end_to_end_latency = Histogram(
+            f"{PREFIX}_end_to_end_latency_seconds",
+            "processed_at - received_at of each newly stored event.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def observe_stored(self, received_at: datetime, processed_at: datetime) -> None:
+        """Count a newly stored event and its end-to-end latency."""
+        self.persisted.inc()
+        self.end_to_end_latency.observe(max((processed_at - received_at).total_seconds(), 0.0))
+
+    def broker_middleware(self) -> RabbitPrometheusMiddleware:
+        """FastStream's consume metrics (`..._received_messages_total` etc.) on our registry."""
+        return RabbitPrometheusMiddleware(
+            registry=self.registry, app_name="processor", metrics_prefix=PREFIX
+        )

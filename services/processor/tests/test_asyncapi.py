@@ -1,0 +1,50 @@
+"""`asyncapi.yaml` is generated from the code and must be current."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from activity_contract.testing import venv_script
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_committed_asyncapi_matches_a_fresh_generation(tmp_path: Path) -> None:
+    fresh = tmp_path / "asyncapi.yaml"
+    subprocess.run(
+        [
+            venv_script("faststream"),
+            "docs",
+            "gen",
+            "--factory",
+            "processor.app:create_asyncapi_app",
+            "--yaml",
+            "--out",
+            str(fresh),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+        env={"PATH": str(Path(sys.executable).parent)},
+    )
+    committed = (ROOT / "asyncapi.yaml").read_text()
+    assert fresh.read_text() == committed, "asyncapi.yaml is stale: run `make asyncapi`"
+
+
+def test_asyncapi_describes_both_sides_of_the_channel() -> None:
+    spec = yaml.safe_load((ROOT / "asyncapi.yaml").read_text())
+    assert spec["asyncapi"].startswith("3.")
+    actions = {
+        operation["action"]
+        for operation in spec["operations"].values()
+        if operation["channel"]["$ref"].startswith("#/channels/user_activities")
+    }
+    assert actions == {"send", "receive"}
+    addresses = {channel["address"] for channel in spec["channels"].values()}
+    assert addresses == {"user_activities"}
+    message = spec["components"]["schemas"]["ActivityMessage"]
+    assert set(message["required"]) >= {"event_id", "user_id", "event_type", "timestamp"}
+    assert all("description" in field for field in message["properties"].values())
+    assert spec["servers"]

@@ -1,0 +1,136 @@
+"""The event schema's rules (SPEC §3.1, §3.2, §5)."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import pytest
+from pydantic import ValidationError
+
+from activity_contract.events import ActivityBatchIn, ActivityIn, ActivityMessage
+from activity_contract.testing import event_payload
+
+
+def error_types(payload: dict[str, Any]) -> dict[tuple[str | int, ...], str]:
+    with pytest.raises(ValidationError) as caught:
+        ActivityIn.model_validate(payload)
+    return {tuple(error["loc"]): error["type"] for error in caught.value.errors()}
+
+
+def test_minimal_event_gets_defaults() -> None:
+    event = ActivityIn.model_validate({"user_id": "u", "event_type": "login"})
+    assert event.event_id is None
+    assert event.timestamp is None
+    assert event.metadata == {}
+
+
+def test_user_id_is_trimmed() -> None:
+    assert ActivityIn.model_validate(event_payload(user_id="  bob \t")).user_id == "bob"
+
+
+@pytest.mark.parametrize("user_id", ["", "   ", "x" * 129, "a\x00b", "line\nbreak", "tab\there"])
+def test_bad_user_ids_are_rejected(user_id: str) -> None:
+    assert ("user_id",) in error_types(event_payload(user_id=user_id))
+
+
+def test_user_id_of_128_characters_after_trimming_is_accepted() -> None:
+    assert len(ActivityIn.model_validate(event_payload(user_id=f" {'x' * 128} ")).user_id) == 128
+
+
+@pytest.mark.parametrize("event_type", ["login", "cart:add", "a.b-c_d", "A" * 64])
+def test_good_event_types(event_type: str) -> None:
+    assert ActivityIn.model_validate(event_payload(event_type=event_type)).event_type == event_type
+
+
+@pytest.mark.parametrize("event_type", ["", "1login", "_x", "has space", "é", "A" * 65])
+def test_bad_event_types(event_type: str) -> None:
+    assert ("event_type",) in error_types(event_payload(event_type=event_type))
+
+
+def test_event_id_must_be_a_uuid() -> None:
+    assert error_types(event_payload(event_id="not-a-uuid")) == {("event_id",): "uuid_parsing"}
+    given = "6f1c2c8e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
+    assert ActivityIn.model_validate(event_payload(event_id=given)).event_id == UUID(given)
+
+
+def test_timestamp_needs_an_offset_and_is_converted_to_utc() -> None:
+    assert error_types(event_payload(timestamp="2026-01-01T10:00:00")) == {
+        ("timestamp",): "timezone_aware"
+    }
+    event = ActivityIn.model_validate(event_payload(timestamp="2026-01-01T10:00:00+02:00"))
+    assert event.timestamp == datetime(2026, 1, 1, 8, tzinfo=UTC)
+    assert event.timestamp is not None
+    assert event.timestamp.utcoffset() == timedelta(0)
+
+
+def test_timestamp_at_most_24_hours_ahead() -> None:
+    soon = datetime.now(UTC) + timedelta(hours=23)
+    assert ActivityIn.model_validate(event_payload(timestamp=soon.isoformat())).timestamp
+    later = datetime.now(UTC) + timedelta(hours=25)
+    assert ("timestamp",) in error_types(event_payload(timestamp=later.isoformat()))
+
+
+def test_metadata_size_limit_is_16_kib_serialized() -> None:
+    fits = {"k": "x" * (16 * 1024 - 8)}  # {"k":"…"} is 8 bytes of punctuation and key
+    assert ActivityIn.model_validate(event_payload(metadata=fits)).metadata == fits
+    too_big = {"k": "x" * (16 * 1024 - 7)}
+    assert ("metadata",) in error_types(event_payload(metadata=too_big))
+
+
+def test_metadata_depth_limit_is_8_levels() -> None:
+    def nested(levels: int) -> dict[str, Any]:
+        value: dict[str, Any] = {}
+        for _ in range(levels - 1):
+            value = {"n": value}
+        return value
+
+    assert ActivityIn.model_validate(event_payload(metadata=nested(8)))
+    assert ("metadata",) in error_types(event_payload(metadata=nested(9)))
+    assert ("metadata",) in error_types(event_payload(metadata={"a": [[[[[[[[1]]]]]]]]}))
+
+
+def test_metadata_must_be_an_object() -> None:
+    assert ("metadata",) in error_types(event_payload(metadata=[1, 2]))
+
+
+def test_unknown_fields_are_rejected_by_name() -> None:
+    assert error_types(event_payload(colour="red")) == {("colour",): "extra_forbidden"}
+
+
+def test_batch_size_is_1_to_500() -> None:
+    with pytest.raises(ValidationError):
+        ActivityBatchIn.model_validate({"events": []})
+    with pytest.raises(ValidationError):
+        ActivityBatchIn.model_validate({"events": [event_payload()] * 501})
+    assert len(ActivityBatchIn.model_validate({"events": [event_payload()] * 500}).events) == 500
+
+
+def test_to_message_fills_event_id_and_timestamp() -> None:
+    received = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    message = ActivityIn.model_validate(event_payload()).to_message(received_at=received)
+    assert isinstance(message.event_id, UUID)
+    assert message.timestamp == received
+    assert message.received_at == received
+    assert message.schema_version == 1
+
+
+def test_to_message_keeps_client_values() -> None:
+    given = "6f1c2c8e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
+    event = ActivityIn.model_validate(
+        event_payload(event_id=given, timestamp="2026-01-01T00:00:00Z")
+    )
+    message = event.to_message(received_at=datetime(2026, 5, 1, tzinfo=UTC))
+    assert str(message.event_id) == given
+    assert message.timestamp == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_message_round_trips_through_json() -> None:
+    message = ActivityIn.model_validate(event_payload()).to_message(datetime.now(UTC))
+    assert ActivityMessage.model_validate_json(message.model_dump_json()) == message
+
+
+def test_message_rejects_other_schema_versions() -> None:
+    message = ActivityIn.model_validate(event_payload()).to_message(datetime.now(UTC))
+    data = message.model_dump(mode="json") | {"schema_version": 2}
+    with pytest.raises(ValidationError):
+        ActivityMessage.model_validate(data)
