@@ -1,10 +1,11 @@
-"""Fuzz ingest's HTTP API from its own OpenAPI schema (schemathesis), against real RabbitMQ.
+"""Fuzz ingest's HTTP API from its own OpenAPI schema (schemathesis), against real services.
 
 No answer may be a 5xx other than 503, and every answer must match the schema. The schema
 is the one the app publishes at `/openapi.json`, built here without connecting anything;
-the requests go to an ingest process on this test's own vhost.
+the requests go to an ingest process on this test's own vhost, database and Redis keys.
 """
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,13 +19,27 @@ from ingest.settings import IngestSettings
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 MAX_EXAMPLES = 60
+# The schema declares bearer auth on every API route, so the service runs with keys set.
+API_KEY = "fuzz-test-key"
 
-# Building the app opens no connection; its broker connects only in the lifespan.
-schema = schemathesis.openapi.from_dict(create_app(IngestSettings.model_construct()).openapi())
+# Building the app opens no connection (its clients connect in the lifespan).
+schema = schemathesis.openapi.from_dict(
+    create_app(
+        IngestSettings(_env_file=None, ingest_api_keys=[API_KEY], read_api_keys=[API_KEY])
+    ).openapi()
+)
+
+
+@pytest.fixture
+def secured_ingest(stack_env: dict[str, str]) -> Iterator[ServiceProcess]:
+    """Ingest with API keys required on both the write and the read API."""
+    env = {**stack_env, "INGEST_API_KEYS": API_KEY, "READ_API_KEYS": API_KEY}
+    with ServiceProcess("ingest", env, int(env["INGEST_PORT"])) as service:
+        yield service
 
 
 def no_server_error_but_503(ctx: Any, response: Any, case: Any) -> bool | None:
-    """503 (broker unavailable) is an answer the contract promises; any other 5xx is a bug."""
+    """503 (broker or database unavailable) is a promised answer; any other 5xx is a bug."""
     assert response.status_code < 500 or response.status_code == 503, (
         f"{response.status_code} from {case.method} {case.path}: {response.text[:200]}"
     )
@@ -37,9 +52,10 @@ def no_server_error_but_503(ctx: Any, response: Any, case: Any) -> bool | None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-def test_ingest_answers_match_its_schema(case: Any, ingest: ServiceProcess) -> None:
+def test_ingest_answers_match_its_schema(case: Any, secured_ingest: ServiceProcess) -> None:
     case.call_and_validate(
-        base_url=ingest.base_url,
+        base_url=secured_ingest.base_url,
+        headers={"Authorization": f"Bearer {API_KEY}"},
         # Schema-valid is not always acceptable: JSON Schema cannot say "no control
         # characters", "at most 24 h ahead" or "16 KiB serialized", so a 422 for such a
         # body is right. Schema-invalid bodies must still be refused (negative checks).
