@@ -218,3 +218,10 @@ async def test_openapi_documents_both_write_endpoints(client: httpx.AsyncClient)
     for path in (SINGLE, BATCH):
         responses = schema["paths"][path]["post"]["responses"]
         assert {"202", "400", "413", "415", "422", "503"} <= set(responses)
+
+
+async def test_open_ingest_declares_no_security_on_write_routes(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    for path in (SINGLE, BATCH):
+        assert "security" not in schema["paths"][path]["post"]
+    assert schema["paths"]["/api/v1/users/{user_id}/activities"]["get"]["security"]

@@ -65,11 +65,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.state.read_api_keys = ApiKeys(settings.read_api_keys)
     # Rate limit first, then the key: wrong keys spend the client's budget too, so keys
     # cannot be guessed faster than the limit. Health, metrics and docs are not limited.
-    app.include_router(
-        activities.router,
-        prefix=API_PREFIX,
-        dependencies=[Depends(rate_limiter), Depends(require_ingest_key)],
-    )
+    # Without INGEST_API_KEYS ingest is open, and its OpenAPI schema declares no security.
+    write_guards = [Depends(rate_limiter)]
+    if settings.ingest_api_keys:
+        write_guards.append(Depends(require_ingest_key))
+    app.include_router(activities.router, prefix=API_PREFIX, dependencies=write_guards)
     app.include_router(users.router, prefix=API_PREFIX, dependencies=[Depends(require_read_key)])
     app.include_router(health.router)
     install_error_handlers(app)

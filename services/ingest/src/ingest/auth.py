@@ -49,10 +49,9 @@ def _check(keys: ApiKeys, credentials: HTTPAuthorizationCredentials | None) -> N
 
 
 async def require_ingest_key(request: Request, credentials: BearerDep) -> None:
-    """Ingest is open unless INGEST_API_KEYS is set; then a key from it is required."""
+    """A key from INGEST_API_KEYS (mounted only when that is set: ingest is open otherwise)."""
     keys: ApiKeys = request.app.state.ingest_api_keys
-    if keys:
-        _check(keys, credentials)
+    _check(keys, credentials)
 
 
 async def require_read_key(request: Request, credentials: BearerDep) -> None:
