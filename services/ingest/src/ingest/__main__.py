@@ -1,6 +1,7 @@
 """Run the ingest service: `python -m ingest` (or `event-tracker-ingest`)."""
 
 import uvicorn
+from fastapi import FastAPI
 
 from activity_contract.logs import configure_logging
 from activity_contract.settings import load_settings
@@ -8,14 +9,22 @@ from ingest.app import create_app
 from ingest.settings import IngestSettings
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
+APP_FACTORY = "ingest.app:create_app"
 
 
 def main() -> None:
-    """Serve the ingest app on INGEST_HOST:INGEST_PORT until SIGTERM or Ctrl-C."""
+    """Serve the ingest app on INGEST_HOST:INGEST_PORT until SIGTERM or Ctrl-C.
+
+    With INGEST_WORKERS above 1, uvicorn runs that many processes on the same socket, each
+    building its app through the factory from the same environment.
+    """
     settings = load_settings(IngestSettings)
     configure_logging(settings.log_level, settings.log_format)
+    app: FastAPI | str = create_app(settings) if settings.ingest_workers == 1 else APP_FACTORY
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=settings.ingest_workers > 1,
+        workers=settings.ingest_workers,
         host=settings.ingest_host,
         port=settings.ingest_port,
         log_config=None,

@@ -11,13 +11,13 @@ from ingest.reads import ActivityReader
 from ingest.settings import IngestSettings
 
 
-def get_publisher(request: Request) -> ActivityPublisher:
+async def get_publisher(request: Request) -> ActivityPublisher:
     """The app's publisher."""
     publisher: ActivityPublisher = request.app.state.publisher
     return publisher
 
 
-def get_settings(request: Request) -> IngestSettings:
+async def get_settings(request: Request) -> IngestSettings:
     """The app's settings."""
     settings: IngestSettings = request.app.state.settings
     return settings

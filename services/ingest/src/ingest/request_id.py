@@ -36,7 +36,7 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     """The current request's id."""
     request_id: str = getattr(request.state, "request_id", "") or uuid.uuid4().hex
     return request_id

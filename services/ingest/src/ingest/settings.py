@@ -58,6 +58,7 @@ class IngestSettings(BrokerSettings, MongoSettings, LoggingSettings):
 
     ingest_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces
     ingest_port: int = Field(default=8000, ge=0, le=65535)
+    ingest_workers: PositiveInt = Field(default=1, le=64)
     publish_timeout_seconds: PositiveFloat = 5.0
     redis_url: str = Field(default="redis://localhost:6379/0", pattern=r"^(redis|rediss|unix)://")
     redis_timeout_seconds: PositiveFloat = Field(

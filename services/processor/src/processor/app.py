@@ -17,7 +17,7 @@ from activity_contract.settings import (
 )
 from activity_contract.topology import activity_queues
 from processor.bulk_writer import BulkWriter
-from processor.documents import Activity, init_documents, mongo_client
+from processor.documents import Activity, init_documents, insert_activities, mongo_client
 from processor.handlers import dead_letter_undecodable, make_activity_handler
 from processor.health import health_routes, metrics_route
 from processor.metrics import ProcessorMetrics
@@ -90,7 +90,7 @@ def bulk_writer(
 ) -> BulkWriter[Activity]:
     """A writer grouping inserts by PROCESSOR_BATCH_SIZE and PROCESSOR_BATCH_WAIT_MS."""
     return BulkWriter(
-        lambda documents: Activity.insert_many(documents, ordered=False),
+        insert_activities,
         batch_size=settings.processor_batch_size,
         max_wait=settings.processor_batch_wait_ms / 1000,
         metrics=metrics,
