@@ -19,6 +19,7 @@ from bench import bare
 from bench.loadgen import percentile
 from bench.report import Report, Row, cpu_note
 from bench.stack import (
+    INGEST_WORKERS,
     CpuMeter,
     Stack,
     bench_stack,
@@ -102,7 +103,7 @@ def run(plan: Plan) -> Report:
     title = (
         f"event-tracker benchmark ({plan.name}), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average at start {os.getloadavg()[0]:.2f}"
+        f"load average at start {os.getloadavg()[0]:.2f}, ingest workers {INGEST_WORKERS}"
     )
     report = Report(title)
     with bench_stack() as stack:

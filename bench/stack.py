@@ -27,6 +27,9 @@ from activity_contract.topology import ACTIVITY_QUEUE
 
 # Far above anything one machine can offer, so the limiter never answers 429 here.
 UNLIMITED_RATE = "1000000/second"
+# One ingest worker per core unless INGEST_WORKERS says otherwise: the production setting
+# for a machine whose cores ingest may use (one worker is bound to one core).
+INGEST_WORKERS = os.environ.get("INGEST_WORKERS") or str(os.cpu_count() or 1)
 
 
 def say(line: str) -> None:
@@ -58,7 +61,8 @@ class Stack:
     def ingest(self) -> ServiceProcess:
         """The ingest service on a free loopback port (not started)."""
         port = free_port()
-        return ServiceProcess("ingest", {**self.service_env(), "INGEST_PORT": str(port)}, port)
+        env = {**self.service_env(), "INGEST_PORT": str(port), "INGEST_WORKERS": INGEST_WORKERS}
+        return ServiceProcess("ingest", env, port)
 
     def processor(self) -> ServiceProcess:
         """The processor on a free loopback port (not started)."""

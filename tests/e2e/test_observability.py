@@ -96,3 +96,33 @@ async def test_request_id_reaches_processor_logs_and_metrics_count_it(
     assert access[0]["status"] == 202
     # Metadata may hold personal data: never in ingest's INFO logs.
     assert "s3cr3t" not in ingest_log.read_text()
+
+
+async def test_ingest_workers_each_log_and_publish(
+    stack_env: dict[str, str], tmp_path: Path, processor: ServiceProcess, wait_for_count: Any
+) -> None:
+    """With INGEST_WORKERS=2 every worker sets up LOG_FORMAT itself and serves requests."""
+    ingest_log = tmp_path / "ingest.log"
+    ingest = ServiceProcess(
+        "ingest",
+        {**stack_env, "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "INGEST_WORKERS": "2"},
+        int(stack_env["INGEST_PORT"]),
+        stderr=ingest_log,
+    )
+    processor.start()
+    with ingest:
+        async with httpx.AsyncClient(timeout=30) as http:
+            for _ in range(40):
+                response = await http.post(
+                    f"{ingest.base_url}/api/v1/activities",
+                    json=event_payload(),
+                    headers={"Connection": "close"},  # new connections spread over workers
+                )
+                assert response.status_code == 202, response.text
+        assert await wait_for_count(40) == 40
+
+    lines = json_lines(ingest_log)
+    started = {line["message"] for line in lines if line["message"].startswith("Started server")}
+    assert len(started) == 2  # one line per worker process, in JSON
+    accesses = [line for line in lines if line["message"] == "http request"]
+    assert sum(line["status"] == 202 for line in accesses) == 40

@@ -9,18 +9,30 @@ from ingest.app import create_app
 from ingest.settings import IngestSettings
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
-APP_FACTORY = "ingest.app:create_app"
+WORKER_APP_FACTORY = "ingest.__main__:worker_app"
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process: its own logging set up, settings from the environment.
+
+    uvicorn starts each worker in a fresh interpreter, where `main` has not run.
+    """
+    settings = load_settings(IngestSettings)
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 def main() -> None:
     """Serve the ingest app on INGEST_HOST:INGEST_PORT until SIGTERM or Ctrl-C.
 
     With INGEST_WORKERS above 1, uvicorn runs that many processes on the same socket, each
-    building its app through the factory from the same environment.
+    building its app with `worker_app` from the same environment.
     """
     settings = load_settings(IngestSettings)
     configure_logging(settings.log_level, settings.log_format)
-    app: FastAPI | str = create_app(settings) if settings.ingest_workers == 1 else APP_FACTORY
+    app: FastAPI | str = (
+        create_app(settings) if settings.ingest_workers == 1 else WORKER_APP_FACTORY
+    )
     uvicorn.run(
         app,
         factory=settings.ingest_workers > 1,
