@@ -1,0 +1,133 @@
+"""Where a service spends its CPU under load: `python -m bench.profile {ingest,processor}`.
+
+Starts the same stack as the benchmark (own vhost, own SecantusDB, services on loopback),
+loads one service, samples it with py-spy (needs ptrace: root, or
+`kernel.yama.ptrace_scope=0`) and prints the functions holding the most samples,
+inclusive (with what they call) and self. The raw samples stay in `--out`.
+
+- ingest: single-event POSTs, closed loop, 32 connections, processor stopped;
+- processor: drains a backlog of `--events` (posted in batches first).
+"""
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from bench.stack import CpuMeter, bench_stack, loadgen, running, say, wait_stored
+
+SAMPLE_RATE_HZ = 200
+FRAME = re.compile(r"(?P<function>.*?) \((?P<file>.*?)(?::\d+)?\)$")
+
+
+def frame_name(frame: str) -> str:
+    """`function (package/module.py)` from a py-spy raw frame."""
+    match = FRAME.match(frame)
+    if not match:
+        return frame
+    path = match["file"].split("site-packages/")[-1]
+    return f"{match['function']} ({path.split('/src/')[-1]})"
+
+
+def summarize(raw: Path, top: int) -> str:
+    """Inclusive and self shares of the `top` functions in py-spy's raw (collapsed) output."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        samples = int(count)
+        names = [frame_name(frame) for frame in stack.split(";")]
+        total += samples
+        for name in set(names):
+            inclusive[name] += samples
+        own[names[-1]] += samples
+    lines = [f"{total:,} samples", "", "inclusive:"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
+    lines += ["", "self:"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top // 2)]
+    return "\n".join(lines)
+
+
+def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` and its worker processes for `seconds`, into `out`."""
+    command = [
+        shutil.which("py-spy") or "py-spy",
+        "record",
+        "--pid",
+        str(pid),
+        "--subprocesses",
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        str(SAMPLE_RATE_HZ),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: S603 - fixed tool
+
+
+def profile_ingest(seconds: float, out: Path) -> None:
+    """Single-event POSTs at the maximum rate while py-spy samples ingest."""
+    with bench_stack() as stack, running(stack.ingest()) as ingest:
+        assert ingest.process is not None  # noqa: S101 - started by `running`
+        spy = record(ingest.process.pid, seconds, out)
+        meter = CpuMeter(ingest.process.pid)
+        result = loadgen(ingest.port, "profile ingest", duration=seconds + 2, concurrency=32)
+        spy.wait()
+        cpu = meter.per_event_us(result["accepted_events"])
+        say(f"  {result['events_per_second']:,.0f} events/s under py-spy, CPU {cpu:,.0f} us/event")
+
+
+def profile_processor(seconds: float, out: Path, events: int) -> None:
+    """A backlog of `events` drained while py-spy samples the processor."""
+    with bench_stack() as stack:
+        with running(stack.ingest()) as ingest:
+            posted = loadgen(
+                ingest.port,
+                "backlog",
+                duration=600,
+                concurrency=8,
+                batch=100,
+                max_requests=-(-events // 100),
+            )
+        with running(stack.processor()) as processor:
+            assert processor.process is not None  # noqa: S101 - started by `running`
+            spy = record(processor.process.pid, seconds, out)
+            meter = CpuMeter(processor.process.pid)
+            count, waited, _ = asyncio.run(
+                wait_stored(stack, posted["accepted_events"], within=300, label="drain")
+            )
+            spy.wait()
+            cpu = meter.per_event_us(count)
+            say(f"  {count:,} stored in {waited:.1f} s under py-spy, CPU {cpu:,.0f} us/event")
+
+
+def main() -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("service", choices=["ingest", "processor"])
+    parser.add_argument("--seconds", type=float, default=12, help="sampling time")
+    parser.add_argument("--events", type=int, default=30_000, help="processor backlog")
+    parser.add_argument("--top", type=int, default=60, help="functions to list")
+    parser.add_argument("--out", type=Path, help="raw samples (default: in the temp folder)")
+    args = parser.parse_args()
+    args.out = args.out or Path(tempfile.gettempdir()) / f"event-tracker-{args.service}.pyspy"
+    if args.service == "ingest":
+        profile_ingest(args.seconds, args.out)
+    else:
+        profile_processor(args.seconds, args.out, args.events)
+    if not args.out.exists():
+        sys.exit(f"py-spy wrote no samples to {args.out} (is ptrace allowed?)")
+    print(summarize(args.out, args.top))
+
+
+if __name__ == "__main__":
+    main()
