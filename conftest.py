@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: real RabbitMQ vhosts, a real MongoDB-compatible server."""
+"""Fixtures shared by every test: real RabbitMQ vhosts, Redis keys, a MongoDB-compatible server."""
 
 import os
 import uuid
@@ -6,9 +6,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from pymongo import AsyncMongoClient
 
-from activity_contract.testing import DEFAULT_RABBITMQ_URL, SecantusServer, rabbit_vhost
+from activity_contract.testing import (
+    DEFAULT_RABBITMQ_URL,
+    TEST_REDIS_URL,
+    SecantusServer,
+    rabbit_vhost,
+)
 
 RABBITMQ_BASE_URL = os.environ.get("TEST_RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
 
@@ -18,6 +24,20 @@ def rabbit_url() -> Iterator[str]:
     """A RabbitMQ URL on a virtual host of this test's own, deleted afterwards."""
     with rabbit_vhost(RABBITMQ_BASE_URL) as url:
         yield url
+
+
+@pytest.fixture
+def redis_key_prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"event-tracker-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

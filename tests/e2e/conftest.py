@@ -2,7 +2,6 @@
 
 import asyncio
 import inspect
-import os
 import time
 import uuid
 from collections import Counter
@@ -11,12 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from activity_contract.testing import (
-    DEFAULT_REDIS_URL,
+    TEST_REDIS_URL,
     PostOutcome,
     ServiceProcess,
     event_payload,
@@ -31,24 +29,20 @@ WaitUntil = Callable[..., Awaitable[bool]]
 QueueDepth = Callable[..., Awaitable[int]]
 StoredCheck = Callable[..., Awaitable[list[str]]]
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
-
 
 @pytest.fixture
 def stack_env(
-    rabbit_url: str, mongo_server_url: str, mongo_database: str
-) -> Iterator[dict[str, str]]:
+    rabbit_url: str, mongo_server_url: str, mongo_database: str, redis_key_prefix: str
+) -> dict[str, str]:
     """Environment for both services: this test's vhost, database, Redis keys, free ports.
 
-    The rate limit is lifted far above what a test posts from 127.0.0.1; the Redis keys
-    it leaves are deleted afterwards.
+    The rate limit is lifted far above what a test posts from 127.0.0.1.
     """
-    key_prefix = f"event-tracker-test-{uuid.uuid4().hex[:12]}:"
-    yield {
+    return {
         "RABBITMQ_URL": rabbit_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": TEST_REDIS_URL,
         "RATE_LIMIT": "1000000/minute",
-        "RATE_LIMIT_KEY_PREFIX": key_prefix,
+        "RATE_LIMIT_KEY_PREFIX": redis_key_prefix,
         "MONGODB_URL": mongo_server_url,
         "MONGODB_DATABASE": mongo_database,
         "INGEST_PORT": str(free_port()),
@@ -57,13 +51,6 @@ def stack_env(
         "PROCESSOR_HOST": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
     }
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{key_prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @pytest.fixture

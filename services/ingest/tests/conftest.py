@@ -1,16 +1,13 @@
 """Fixtures of the ingest tests: apps built from test settings, Redis keys of their own,
 the app on FastStream's in-memory test broker, and the stored activity the read API reads."""
 
-import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-import redis
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from faststream.rabbit import RabbitMessage
@@ -23,35 +20,16 @@ from activity_contract.storage import (
     USER_TIMELINE_INDEX,
     USER_TIMELINE_KEYS,
 )
-from activity_contract.testing import DEFAULT_REDIS_URL
+from activity_contract.testing import TEST_REDIS_URL
 from activity_contract.topology import ACTIVITY_QUEUE
 from ingest.app import create_app
 from ingest.publishing import ActivityPublisher
 from ingest.settings import IngestSettings
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
+REDIS_URL = TEST_REDIS_URL
 PEER = "198.51.100.10"
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-def delete_keys(redis_url: str, prefix: str) -> None:
-    """Delete the keys under `prefix` (only this test's own)."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def redis_key_prefix() -> Iterator[str]:
-    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
-    prefix = f"event-tracker-test-{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    delete_keys(REDIS_URL, prefix)
 
 
 @pytest.fixture

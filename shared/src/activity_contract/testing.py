@@ -329,6 +329,8 @@ class ServiceProcess:
 
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The machine's shared Redis for tests; each test keeps to its own key prefix.
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
 
 
 class RedisServer:
