@@ -26,7 +26,7 @@ asyncapi: ## Regenerate asyncapi.yaml from the code
 bench: ## Measure throughput and latency on this machine (BENCH_ARGS=--quick: about 2 minutes)
 	@$(UV) run --frozen python -m bench $(BENCH_ARGS)
 
-compose-check: ## Validate docker-compose.yml against the Compose specification
+compose-check: ## Validate both Compose files (single node, cluster) against the Compose specification
 	@scripts/check_compose.sh
 
 .PHONY: help install run test lint format asyncapi bench compose-check
