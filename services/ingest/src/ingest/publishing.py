@@ -5,7 +5,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 from faststream.exceptions import IncorrectState
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 
@@ -32,6 +32,8 @@ PUBLISH_FAILURES = (
     IncorrectState,
 )
 READINESS_PING_SECONDS = 1.0
+# A channel is opened afresh after a nacked publish at most this often.
+CHANNEL_RENEWAL_SECONDS = 1.0
 
 
 class ActivityPublisher:
@@ -62,6 +64,8 @@ class ActivityPublisher:
             schema=ActivityMessage,
         )
         self._timeout = settings.publish_timeout_seconds
+        self._renewal: asyncio.Task[None] | None = None
+        self._renewed_at = 0.0
 
     async def start(self) -> None:
         """Connect and declare the queues, so events are kept before any processor runs."""
@@ -100,12 +104,41 @@ class ActivityPublisher:
                     "error_type": type(error).__name__,
                 },
             )
+            if _is_nack(error):
+                self._renew_channel_soon()
             raise BrokerUnavailableError from error
         self._metrics.published.inc()
         logger.debug(
             "event published",
             extra={"request_id": request_id, "event_id": str(message.event_id)},
         )
+
+    def _renew_channel_soon(self) -> None:
+        """Open the publishing channel afresh, once at a time, after the broker nacked.
+
+        RabbitMQ before 3.13 can leave a channel nacking every publish to a quorum queue for
+        good: when its first publish meets a queue record that still names a crashed leader,
+        its queue client keeps asking that dead node (fixed upstream by rabbitmq-server
+        commit bd9f2a1, "QQ: remove machine version 0 check in rabbit_fifo_client"). A new
+        channel asks the current leader; otherwise nacks are rare (overflow), so this is cheap.
+        """
+        loop = asyncio.get_running_loop()
+        if self._renewal is not None and not self._renewal.done():
+            return
+        if loop.time() - self._renewed_at < CHANNEL_RENEWAL_SECONDS:
+            return
+        self._renewed_at = loop.time()
+        self._renewal = loop.create_task(self._renew_channel())
+
+    async def _renew_channel(self) -> None:
+        channel = await self.broker.config.channel_manager.get_channel()
+        try:
+            await channel.close()
+            await channel.reopen()
+        except PUBLISH_FAILURES as error:  # the connection's own recovery takes over
+            logger.warning("channel renewal failed", extra={"error_type": type(error).__name__})
+            return
+        logger.info("publishing channel renewed after a nacked publish")
 
     async def publish_many(self, messages: Sequence[ActivityMessage], request_id: str) -> None:
         """Publish all messages concurrently and await their confirms together."""
@@ -116,3 +149,11 @@ class ActivityPublisher:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+
+def _is_nack(error: BaseException) -> bool:
+    """Whether RabbitMQ refused the message (basic.nack), not returned it or timed out.
+
+    aiormq raises DeliveryError for a nack and its subclass PublishError for a return.
+    """
+    return isinstance(error, DeliveryError) and not isinstance(error, PublishError)
