@@ -159,8 +159,9 @@ def test_cluster_rabbitmq_nodes_form_one_cluster_with_quorum_queues_on_all_three
         service = services[node]
         assert service["image"].startswith("rabbitmq:4")
         assert service["hostname"] == node
-        assert "./deploy/cluster/rabbitmq.conf:/etc/rabbitmq/conf.d/30-cluster.conf:ro" in (
-            service["volumes"]
+        assert (
+            "./deploy/cluster/rabbitmq.conf:/etc/rabbitmq/conf.d/30-cluster.conf:ro"
+            in (service["volumes"])
         )
         data = service["volumes"][0].split(":")[0]
         assert data in cluster["volumes"]

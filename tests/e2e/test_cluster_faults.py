@@ -1,0 +1,601 @@
+"""RabbitMQ's own cluster under node crashes (SPEC §10): three nodes behind HAProxy.
+
+Three nodes of this machine's RabbitMQ install run as child processes, each with its own
+node name, AMQP and distribution ports, data and log folders, and an Erlang cookie of this
+test's own (so they can never reach, let alone join, the machine's node on 5672). They are
+clustered with `join_cluster` and put behind a HAProxy child process shaped like
+deploy/cluster/haproxy-amqp.cfg; ingest and processor connect through it. Under load the
+quorum queue's leader is killed with SIGKILL, then the node the processor consumes from.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pymongo.asynchronous.collection import AsyncCollection
+
+from activity_contract.testing import (
+    TEST_REDIS_URL,
+    ServiceProcess,
+    event_payload,
+    free_port,
+    wait_for_port,
+)
+from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.cluster]
+
+# Debian's /usr/sbin/rabbitmq* wrappers switch to the rabbitmq user (and its cookie); the
+# scripts they wrap run as whoever calls them, with the environment given here.
+DEBIAN_RABBITMQ_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
+# Every wait in this test is for a condition; this bounds each one.
+WITHIN = 90.0
+PROCESSOR_METRICS = "event_tracker_processor_events"
+# Node-to-node traffic stays on loopback, as the AMQP listeners do.
+LOOPBACK_DISTRIBUTION = "-kernel inet_dist_use_interface {127,0,0,1}"
+QUIET_TABLE = ("--no-table-headers", "--quiet")
+
+Document = dict[str, Any]
+WaitUntil = Callable[..., Awaitable[bool]]
+
+
+def rabbitmq_script(name: str) -> str | None:
+    """The RabbitMQ script `name` that runs as the calling user, if installed."""
+    debian = DEBIAN_RABBITMQ_SCRIPTS / name
+    return str(debian) if debian.exists() else shutil.which(name)
+
+
+def missing_tools() -> str | None:
+    """Why this test cannot run here, or None."""
+    if shutil.which("haproxy") is None:
+        return (
+            "haproxy is not installed and could not be installed (scripts/test.sh installs it "
+            "with apt-get when run as root with apt-get available; otherwise: apt-get install "
+            "haproxy)"
+        )
+    for script in ("rabbitmq-server", "rabbitmqctl"):
+        if rabbitmq_script(script) is None:
+            return f"{script} is not installed (apt-get install rabbitmq-server)"
+    return None
+
+
+@dataclass
+class RabbitNode:
+    """One RabbitMQ node in a child process; its data survives a kill and a restart."""
+
+    name: str
+    amqp_port: int
+    folder: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the node (again, on the same data after a kill)."""
+        log = (self.folder / "stdout.log").open("ab")
+        with log:
+            self.process = subprocess.Popen(
+                [rabbitmq_script("rabbitmq-server") or "rabbitmq-server"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C of the test run does not reach it
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: the node crashes, its connections and cluster links drop at once."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(30)
+
+    @property
+    def running(self) -> bool:
+        """Whether its process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+
+class RabbitCluster:
+    """Three clustered nodes of this machine's RabbitMQ install under `folder`."""
+
+    def __init__(self, folder: Path, size: int = 3) -> None:
+        """Prepare `size` nodes with names, ports and folders of their own."""
+        self.folder = folder
+        home = folder / "home"  # the CLI tools and the nodes read the cookie from $HOME
+        home.mkdir()
+        cookie = home / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(20).upper())
+        cookie.chmod(0o400)
+        conf_env = folder / "rabbitmq-env.conf"  # instead of /etc/rabbitmq/rabbitmq-env.conf
+        conf_env.write_text("")
+        plugins = folder / "enabled_plugins"
+        plugins.write_text("[].\n")
+        self.cli_env = {
+            **os.environ,
+            "HOME": str(home),
+            "RABBITMQ_CONF_ENV_FILE": str(conf_env),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+        prefix = f"et-{uuid.uuid4().hex[:6]}"
+        self.nodes: list[RabbitNode] = []
+        for index in range(1, size + 1):
+            name = f"{prefix}-c{index}@localhost"
+            node_folder = folder / f"c{index}"
+            node_folder.mkdir()
+            amqp_port, dist_port = free_port(), free_port()
+            # As deploy/cluster/rabbitmq.conf, but for 3.10: quorum queues get a member on
+            # every node by default there (quorum_cluster_size 3), the key came in 4.1.
+            config = node_folder / "rabbitmq.conf"
+            config.write_text("cluster_partition_handling = pause_minority\n")
+            env = {
+                **self.cli_env,
+                "RABBITMQ_NODENAME": name,
+                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+                "RABBITMQ_NODE_PORT": str(amqp_port),
+                "RABBITMQ_DIST_PORT": str(dist_port),
+                "RABBITMQ_MNESIA_BASE": str(node_folder / "mnesia"),
+                "RABBITMQ_LOG_BASE": str(node_folder / "log"),
+                "RABBITMQ_CONFIG_FILE": str(config),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": LOOPBACK_DISTRIBUTION,
+                # The start script then execs the VM: the process we hold is the node itself.
+                "RUNNING_UNDER_SYSTEMD": "true",
+            }
+            self.nodes.append(RabbitNode(name, amqp_port, node_folder, env))
+
+    def node(self, name: str) -> RabbitNode:
+        """The node called `name`."""
+        return next(node for node in self.nodes if node.name == name)
+
+    def ctl(self, node: RabbitNode, *args: str, tool: str = "rabbitmqctl") -> str:
+        """Run a CLI tool against `node`; raise with its output when it fails."""
+        result = subprocess.run(
+            [rabbitmq_script(tool) or tool, "-n", node.name, *args],
+            env=self.cli_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{tool} {' '.join(args)} on {node.name}: {result.stderr.strip()}")
+        return result.stdout
+
+    def ctl_json(self, node: RabbitNode, *args: str) -> Any:
+        """A CLI command's JSON output."""
+        return json.loads(self.ctl(node, *args, "--formatter", "json"))
+
+    def await_startup(self, node: RabbitNode, within: float = WITHIN) -> None:
+        """Block until `node` runs RabbitMQ (it is not known to epmd at first: retry)."""
+        deadline = time.monotonic() + within
+        while True:
+            if not node.running:
+                raise RuntimeError(f"{node.name} exited: see {node.folder / 'stdout.log'}")
+            try:
+                self.ctl(node, "await_startup", "--timeout", "10")
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
+
+    def start(self) -> None:
+        """Start every node, then join the others to the first one."""
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes:
+            self.await_startup(node)
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            self.ctl(node, "stop_app")
+            self.ctl(node, "join_cluster", first.name)
+            self.ctl(node, "start_app")
+            self.await_startup(node)
+
+    def stop(self) -> None:
+        """Kill every node: the data is thrown away with the folder, so no clean stop."""
+        for node in self.nodes:
+            node.kill()
+
+    def live_node(self, *, besides: str = "") -> RabbitNode:
+        """A running node (other than `besides`) to ask about the cluster."""
+        return next(node for node in self.nodes if node.running and node.name != besides)
+
+    def running_nodes(self) -> set[str]:
+        """The running nodes as the cluster itself sees them."""
+        status = self.ctl_json(self.live_node(), "cluster_status")
+        return set(status["running_nodes"])
+
+    def queue(self, queue: str) -> dict[str, Any]:
+        """`leader`, `members`, `online` and `messages` of a quorum queue in vhost `/`."""
+        columns = ("name", "leader", "members", "online", "messages")
+        for row in self.ctl_json(self.live_node(), "list_queues", *columns):
+            if row["name"] == queue:
+                return dict(row)
+        return {}
+
+    def consumer_nodes(self, queue: str) -> set[str]:
+        """The nodes whose channels consume from `queue`: where its consumers are connected."""
+        # The text output, since JSON prints pids without their node (`#PID<12768.1402.0>`).
+        output = self.ctl(
+            self.live_node(), "list_consumers", "queue_name", "channel_pid", *QUIET_TABLE
+        )
+        rows = (line.rsplit("\t", 1) for line in output.splitlines() if "\t" in line)
+        return {_pid_node(pid) for name, pid in rows if name == queue}
+
+
+def _pid_node(pid: str) -> str:
+    """The node of an Erlang pid as the CLI prints it: `<name@host.1.2.3>`."""
+    match = re.match(r"^<(.+@[^.]+)\.", pid)
+    if match is None:
+        raise ValueError(f"not a pid: {pid!r}")
+    return match.group(1)
+
+
+class HAProxy:
+    """HAProxy in a child process: AMQP over TCP to the cluster's nodes, health-checked."""
+
+    def __init__(self, folder: Path, nodes: list[RabbitNode]) -> None:
+        """Write a configuration shaped like deploy/cluster/haproxy-amqp.cfg, on free ports."""
+        self.port = free_port()
+        self.config = folder / "haproxy.cfg"
+        servers = "\n".join(
+            f"    server {node.name.split('@')[0]} 127.0.0.1:{node.amqp_port}" for node in nodes
+        )
+        self.config.write_text(
+            f"""global
+    maxconn 1000
+
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 3h
+    timeout server 3h
+    retries 3
+    option redispatch
+
+frontend amqp
+    bind 127.0.0.1:{self.port}
+    default_backend rabbitmq
+
+backend rabbitmq
+    balance leastconn
+    default-server check inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions
+{servers}
+"""
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "HAProxy":
+        """Run it in the foreground (`-db`) and wait until it listens."""
+        haproxy = shutil.which("haproxy") or "haproxy"
+        subprocess.run([haproxy, "-c", "-q", "-f", str(self.config)], check=True, timeout=30)
+        self.process = subprocess.Popen(
+            [haproxy, "-db", "-f", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for_port("127.0.0.1", self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop it and wait."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class ClientLoad:
+    """Clients posting new events; each retries a 503 with the same event id, as told."""
+
+    http: httpx.AsyncClient
+    accepted: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # still 503 when its client gave up
+    answers: Counter[int] = field(default_factory=Counter)  # per attempt; 0: no HTTP answer
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, workers: int = 8) -> None:
+        """Post new events from `workers` clients until `stopping` is set."""
+
+        async def client() -> None:
+            while not self.stopping.is_set():
+                await self.post(str(uuid.uuid4()))
+
+        await asyncio.gather(*(client() for _ in range(workers)))
+
+    async def post(self, event_id: str, give_up_after: float = WITHIN) -> None:
+        """Post one event until it is accepted, waiting `Retry-After` between attempts."""
+        body = event_payload(event_id=event_id, user_id=f"user-{event_id[:4]}")
+        deadline = time.monotonic() + give_up_after
+        while True:
+            try:
+                response = await self.http.post("/api/v1/activities", json=body)
+            except httpx.TransportError:
+                self.answers[0] += 1
+                retry_after = 1.0
+            else:
+                self.answers[response.status_code] += 1
+                if response.status_code == 202:
+                    self.accepted.append(event_id)
+                    return
+                if response.status_code != 503:
+                    return  # judged by the test through `answers`
+                retry_after = float(response.headers.get("Retry-After", "1"))
+            if time.monotonic() + retry_after > deadline:
+                self.refused.append(event_id)
+                return
+            await asyncio.sleep(retry_after)
+
+    async def post_all(self, event_ids: list[str], concurrency: int = 8) -> None:
+        """Post these events (each until accepted), `concurrency` at a time."""
+        todo = iter(event_ids)
+
+        async def client() -> None:
+            for event_id in todo:
+                await self.post(event_id)
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
+async def processor_counters(processor: ServiceProcess) -> dict[str, float]:
+    """The processor's event counters (persisted, duplicate, dead_lettered, retried)."""
+    async with httpx.AsyncClient(base_url=processor.base_url, timeout=10) as http:
+        text = (await http.get("/metrics")).text
+    counters: dict[str, float] = {}
+    pattern = rf"^{PROCESSOR_METRICS}_(\w+?)_total(?:{{[^}}]*}})? (\S+)$"
+    for name, value in re.findall(pattern, text, re.MULTILINE):
+        counters[name] = counters.get(name, 0.0) + float(value)
+    return counters
+
+
+@pytest.fixture
+def cluster_folder() -> Iterator[Path]:
+    """A temporary folder for the nodes' data and logs, HAProxy's config, service logs."""
+    folder = Path(tempfile.mkdtemp(prefix="event-tracker-cluster-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def rabbit_cluster(cluster_folder: Path) -> Iterator[RabbitCluster]:
+    """Three clustered RabbitMQ nodes of this test's own, killed and deleted afterwards."""
+    if reason := missing_tools():
+        pytest.skip(reason)
+    cluster = RabbitCluster(cluster_folder)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def amqp_balancer(cluster_folder: Path, rabbit_cluster: RabbitCluster) -> Iterator[HAProxy]:
+    """HAProxy in front of the cluster's nodes."""
+    balancer = HAProxy(cluster_folder, rabbit_cluster.nodes).start()
+    yield balancer
+    balancer.stop()
+
+
+@pytest.fixture
+def cluster_services(
+    cluster_folder: Path,
+    amqp_balancer: HAProxy,
+    mongo_server_url: str,
+    mongo_database: str,
+    redis_key_prefix: str,
+) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """Ingest and processor, both connected to the cluster through HAProxy, started."""
+    env = {
+        "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{amqp_balancer.port}/",
+        "REDIS_URL": TEST_REDIS_URL,
+        "RATE_LIMIT": "1000000/minute",
+        "RATE_LIMIT_KEY_PREFIX": redis_key_prefix,
+        "MONGODB_URL": mongo_server_url,
+        "MONGODB_DATABASE": mongo_database,
+        "INGEST_HOST": "127.0.0.1",
+        "PROCESSOR_HOST": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+    }
+    ingest_port, processor_port = free_port(), free_port()
+    ingest = ServiceProcess(
+        "ingest",
+        {**env, "INGEST_PORT": str(ingest_port)},
+        ingest_port,
+        stderr=cluster_folder / "ingest.log",
+    )
+    processor = ServiceProcess(
+        "processor",
+        {**env, "PROCESSOR_PORT": str(processor_port)},
+        processor_port,
+        stderr=cluster_folder / "processor.log",
+    )
+    try:
+        ingest.start()
+        processor.start()
+        yield ingest, processor
+    finally:
+        processor.stop()
+        ingest.stop()
+        for log in ("ingest.log", "processor.log"):  # shown when the test failed
+            lines = (cluster_folder / log).read_text(errors="replace").splitlines()
+            print(f"--- last lines of {log}", *lines[-20:], sep="\n")  # noqa: T201
+
+
+@pytest.mark.timeout(600)
+async def test_every_accepted_event_is_stored_once_while_cluster_nodes_crash(
+    rabbit_cluster: RabbitCluster,
+    cluster_services: tuple[ServiceProcess, ServiceProcess],
+    activities: AsyncCollection[Document],
+    wait_until: WaitUntil,
+) -> None:
+    cluster = rabbit_cluster
+    ingest, processor = cluster_services
+    timings: dict[str, float] = {}
+
+    async def queue() -> dict[str, Any]:
+        return await asyncio.to_thread(cluster.queue, ACTIVITY_QUEUE)
+
+    async def is_down(node: RabbitNode) -> bool:
+        return node.name not in await asyncio.to_thread(cluster.running_nodes)
+
+    async def carries_on(load: ClientLoad, more: int = 200) -> None:
+        accepted, stored = len(load.accepted), await activities.count_documents({})
+        assert await wait_until(lambda: len(load.accepted) >= accepted + more, WITHIN), (
+            "ingest stopped accepting"
+        )
+        assert await wait_until(lambda: _at_least(activities, stored + more), WITHIN), (
+            "processor stopped storing"
+        )
+
+    async def crash(node: RabbitNode, label: str) -> float:
+        """Kill `node`; wait until the cluster sees it down; return when it was killed."""
+        killed_at = time.monotonic()
+        node.kill()
+        assert await wait_until(lambda: is_down(node), WITHIN), f"{node.name} still running"
+        timings[f"{label}: seen down after"] = time.monotonic() - killed_at
+        return killed_at
+
+    async with httpx.AsyncClient(base_url=ingest.base_url, timeout=30) as http:
+        for service in (ingest, processor):
+            assert await wait_until(lambda s=service: _ready(s), WITHIN), f"{service.module}"
+        assert len((await queue())["online"]) == 3  # a replica on each node
+        load = ClientLoad(http)
+        posting = asyncio.create_task(load.run())
+        try:
+            assert await wait_until(lambda: len(load.accepted) >= 300, WITHIN)
+
+            # 1. The quorum queue's leader crashes: the two others elect a new one.
+            leader = cluster.node((await queue())["leader"])
+            killed_at = await crash(leader, "leader")
+            assert await wait_until(lambda: _leader_moved(queue, leader), WITHIN)
+            timings["leader: new leader after"] = time.monotonic() - killed_at
+            await carries_on(load)
+            timings["leader: load carried on after"] = time.monotonic() - killed_at
+
+            # It comes back (the cluster can lose a node again) and rejoins by itself.
+            leader.start()
+            await asyncio.to_thread(cluster.await_startup, leader)
+            assert await wait_until(lambda: _all_online(queue), WITHIN), "replica not back"
+
+            # 2. The node the processor consumes through crashes: it reconnects elsewhere.
+            assert await wait_until(lambda: _one_consumer(cluster), WITHIN), "no one consumer"
+            consumer_nodes = await asyncio.to_thread(cluster.consumer_nodes, ACTIVITY_QUEUE)
+            consumers_node = cluster.node(consumer_nodes.pop())
+            killed_at = await crash(consumers_node, "processor's node")
+            assert await wait_until(lambda: _consumer_moved(cluster, consumers_node), WITHIN), (
+                "processor did not consume again"
+            )
+            timings["processor's node: consuming again after"] = time.monotonic() - killed_at
+            await carries_on(load)
+            timings["processor's node: load carried on after"] = time.monotonic() - killed_at
+        except BaseException:
+            posting.cancel()
+            raise
+        load.stopping.set()
+        await posting
+
+        # After the faults, with one node still down: new events are accepted and stored,
+        after = ClientLoad(http)
+        await after.post_all([str(uuid.uuid4()) for _ in range(200)])
+        # and events sent again (a client that lost its 202) are recognised as duplicates.
+        before = await processor_counters(processor)
+        resent = ClientLoad(http)
+        await resent.post_all(load.accepted[:100])
+
+    answers = load.answers + after.answers + resent.answers
+    assert set(answers) <= {202, 503}, answers
+    assert not load.refused + after.refused + resent.refused, "clients gave up on 503s"
+    assert len(after.accepted) == 200
+    assert len(resent.accepted) == 100
+    expected = set(load.accepted) | set(after.accepted)
+    assert len(expected) == len(load.accepted) + len(after.accepted)
+
+    assert await wait_until(lambda: _at_least(activities, len(expected)), WITHIN)
+    assert await wait_until(lambda: _drained(queue), WITHIN), "queue not drained"
+    stored = Counter([str(doc["_id"]) async for doc in activities.find({}, {"_id": 1})])
+    assert [event_id for event_id, n in stored.items() if n > 1] == []
+    assert set(stored) == expected, (
+        f"missing {len(expected - set(stored))}, unexpected {len(set(stored) - expected)}"
+    )
+    # The processor counts an event just after acknowledging it: wait for the last ones.
+    resent_seen = before.get("duplicate", 0) + len(resent.accepted)
+    assert await wait_until(
+        lambda: _counted(processor, persisted=len(stored), duplicate=resent_seen), WITHIN
+    ), f"every event written once, as new; the resent ones as duplicates: {before}"
+    counters = await processor_counters(processor)
+    assert counters.get("dead_lettered", 0) == 0
+    dead_letters = await asyncio.to_thread(cluster.queue, DEAD_LETTER_QUEUE)
+    assert dead_letters["messages"] == 0
+
+    redelivered = await activities.count_documents({"redelivered": True})
+    print(  # noqa: T201 - the figures of this run, shown with -rP
+        f"accepted {len(expected)} (load {len(load.accepted)}, after the faults "
+        f"{len(after.accepted)}), answers {dict(answers)}, stored {len(stored)}, "
+        f"duplicates recognised {counters['duplicate']:.0f} (of which resent "
+        f"{len(resent.accepted)}), stored as redelivered {redelivered}",
+        *(f"{label} {seconds:.1f} s" for label, seconds in timings.items()),
+        sep="\n",
+    )
+
+
+async def _ready(service: ServiceProcess) -> bool:
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=5) as http:
+        with contextlib.suppress(httpx.HTTPError):
+            return (await http.get("/health/ready")).status_code == 200
+    return False
+
+
+async def _at_least(activities: AsyncCollection[Document], count: int) -> bool:
+    return await activities.count_documents({}) >= count
+
+
+async def _leader_moved(queue: Callable[[], Awaitable[dict[str, Any]]], old: RabbitNode) -> bool:
+    state = await queue()
+    return state.get("leader") not in (None, "", old.name) and state["leader"] in state["online"]
+
+
+async def _all_online(queue: Callable[[], Awaitable[dict[str, Any]]]) -> bool:
+    return len((await queue())["online"]) == 3
+
+
+async def _drained(queue: Callable[[], Awaitable[dict[str, Any]]]) -> bool:
+    return bool((await queue())["messages"] == 0)
+
+
+async def _one_consumer(cluster: RabbitCluster) -> bool:
+    return len(await asyncio.to_thread(cluster.consumer_nodes, ACTIVITY_QUEUE)) == 1
+
+
+async def _counted(processor: ServiceProcess, *, persisted: int, duplicate: float) -> bool:
+    """Exactly `persisted` events stored as new, at least `duplicate` recognised as stored."""
+    counters = await processor_counters(processor)
+    return counters["persisted"] == persisted and counters["duplicate"] >= duplicate
+
+
+async def _consumer_moved(cluster: RabbitCluster, old: RabbitNode) -> bool:
+    # The queue may keep listing the crashed node's consumer (suspected down) until that
+    # node is back: look for one on another node.
+    nodes = await asyncio.to_thread(cluster.consumer_nodes, ACTIVITY_QUEUE)
+    return bool(nodes - {old.name})
