@@ -26,8 +26,12 @@ from processor.metrics import ProcessorMetrics
 logger = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
-# Server error codes that say "try again later", not "this document is bad".
-TRANSIENT_CODES = frozenset({6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+# Server error codes that say "try again later", not "this document is bad": PyMongo's
+# retryable and "not primary" codes (replica set elections), 50 (MaxTimeMSExpired), and 133
+# (FailedToSatisfyReadPreference: mongos finds no primary for a shard during its election).
+TRANSIENT_CODES = frozenset(
+    {6, 7, 50, 89, 91, 133, 189, 262, 9001, 10058, 10107, 11600, 11602, 13435, 13436}
+)
 
 DocumentT = TypeVar("DocumentT")
 InsertMany = Callable[[Sequence[DocumentT]], Awaitable[Any]]
