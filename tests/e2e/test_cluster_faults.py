@@ -393,9 +393,11 @@ def rabbit_cluster(cluster_folder: Path) -> Iterator[RabbitCluster]:
 @pytest.fixture
 def amqp_balancer(cluster_folder: Path, rabbit_cluster: RabbitCluster) -> Iterator[HAProxy]:
     """HAProxy in front of the cluster's nodes."""
-    balancer = HAProxy(cluster_folder, rabbit_cluster.nodes).start()
-    yield balancer
-    balancer.stop()
+    balancer = HAProxy(cluster_folder, rabbit_cluster.nodes)
+    try:
+        yield balancer.start()
+    finally:
+        balancer.stop()
 
 
 @pytest.fixture
