@@ -117,6 +117,7 @@ async def test_items_are_newest_first_with_every_field(
         "user_id": "alice",
         "event_type": "page_view",
         "timestamp": "2026-03-01T12:04:00Z",
+        "original_timestamp": None,
         "metadata": {"path": "/home"},
         "received_at": "2026-03-01T12:04:00Z",
         "processed_at": "2026-03-01T12:04:00.005000Z",

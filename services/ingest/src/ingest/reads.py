@@ -21,7 +21,7 @@ from pymongo.errors import PyMongoError
 
 from activity_contract.events import ActivityOut
 from activity_contract.storage import ACTIVITIES_COLLECTION, USER_TIMELINE_INDEX
-from ingest.errors import DatabaseUnavailableError
+from ingest.http.errors import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ def _to_out(document: Document) -> ActivityOut:
         user_id=document["user_id"],
         event_type=document["event_type"],
         timestamp=document["timestamp"],
+        original_timestamp=document.get("original_timestamp"),
         metadata=document.get("metadata", {}),
         received_at=document["received_at"],
         processed_at=document["processed_at"],

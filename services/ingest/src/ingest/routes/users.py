@@ -3,18 +3,24 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from activity_contract.events import MAX_EVENT_TYPE_LENGTH, MAX_USER_ID_LENGTH, ActivityOut
-from ingest.dependencies import ReaderDep
-from ingest.errors import READ_ERROR_RESPONSES, InvalidQueryError
+from activity_contract.events import (
+    EVENT_TYPE_PATTERN,
+    MAX_EVENT_TYPE_LENGTH,
+    MAX_USER_ID_LENGTH,
+    ActivityOut,
+    Rfc3339Datetime,
+)
+from ingest.deps import ReaderDep
+from ingest.http.errors import READ_ERROR_RESPONSES, InvalidQueryError
 from ingest.reads import ActivityQuery, InvalidCursorError, Position
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
-# The app includes it with `require_read_key` (ingest/app.py): every route needs a read key.
-router = APIRouter(prefix="/users", tags=["users"], responses=READ_ERROR_RESPONSES)
+# The app includes it with `require_read_key` and the read rate limit (ingest/app.py).
+router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=READ_ERROR_RESPONSES)
 
 
 class ActivityPageOut(BaseModel):
@@ -34,16 +40,16 @@ async def list_user_activities(
         str | None,
         Query(
             max_length=MAX_EVENT_TYPE_LENGTH,
-            pattern=r"^[A-Za-z][A-Za-z0-9_.:-]*$",
+            pattern=EVENT_TYPE_PATTERN,
             description="Only events of this type.",
         ),
     ] = None,
     since: Annotated[
-        AwareDatetime | None,
+        Rfc3339Datetime | None,
         Query(description="Only events at or after this time (RFC 3339 with offset)."),
     ] = None,
     until: Annotated[
-        AwareDatetime | None,
+        Rfc3339Datetime | None,
         Query(description="Only events before this time (RFC 3339 with offset)."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
