@@ -46,6 +46,16 @@ def queue_objects(settings: ProcessorSettings) -> list[RabbitQueue]:
     ]
 
 
+async def declare_topology(broker: RabbitBroker, settings: ProcessorSettings) -> None:
+    """Connect and declare both queues before the consumer starts.
+
+    A message dead-lettered by the very first delivery then finds its queue.
+    """
+    await broker.connect()
+    for queue in queue_objects(settings):
+        await broker.declare_queue(queue)
+
+
 def build_broker(
     settings: ProcessorSettings,
     writer: BulkWriter[object],
@@ -141,12 +151,8 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
     handler: ActivityHandler = broker.context.get(HANDLER_CONTEXT_NAME)
 
     async def connect_and_declare() -> None:
-        # The whole topology exists before the consumer starts: a message dead-lettered
-        # by the very first delivery has its queue.
         await init_documents(client, settings.mongodb_database, settings.retention_days)
-        await broker.connect()
-        for queue in queue_objects(settings):
-            await broker.declare_queue(queue)
+        await declare_topology(broker, settings)
 
     async def stop_retrying_soon() -> None:
         writer.begin_shutdown(retry_for=SHUTDOWN_RETRY_SECONDS)
