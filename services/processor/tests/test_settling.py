@@ -14,6 +14,7 @@ from faststream.asgi import AsgiFastStream
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.testing import TestRabbitBroker
 from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
 from activity_contract.events import ActivityIn
@@ -22,7 +23,7 @@ from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE, QueueT
 from processor import handlers
 from processor.app import build_broker, declare_topology, queue_objects
 from processor.bulk_writer import BulkWriter, RetryPolicy
-from processor.documents import mongo_client
+from processor.documents import ActivityStore, mongo_client
 from processor.handlers import Progress
 from processor.health import health_routes
 from processor.metrics import ProcessorMetrics
@@ -35,6 +36,12 @@ FAST_RETRY = RetryPolicy(first_delay=0.01, max_delay=0.01, give_up_after=0.05)
 
 async def always_down(_: Sequence[Any]) -> None:
     raise AutoReconnect("the database is down")
+
+
+def unused_store(metrics: ProcessorMetrics) -> ActivityStore:
+    """A store these tests never reach: their writer fails before it (no connection made)."""
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(connect=False)
+    return ActivityStore(client["unused"], metrics)
 
 
 def value(metrics: ProcessorMetrics, name: str, **labels: str) -> float:
@@ -51,7 +58,7 @@ async def classic_processor(
     )
     metrics = ProcessorMetrics(CollectorRegistry())
     writer: BulkWriter[Any] = BulkWriter(always_down, 10, 0.005, FAST_RETRY, metrics)
-    broker = build_broker(settings, writer, metrics)
+    broker = build_broker(settings, unused_store(metrics), writer, metrics)
     await declare_topology(broker, settings)
     await broker.start()
     yield broker, metrics
@@ -98,7 +105,7 @@ async def test_a_poison_message_queued_before_the_first_start_finds_its_dead_let
         )
     metrics = ProcessorMetrics(CollectorRegistry())
     writer: BulkWriter[Any] = BulkWriter(always_down, 10, 0.005, FAST_RETRY, metrics)
-    broker = build_broker(settings, writer, metrics)
+    broker = build_broker(settings, unused_store(metrics), writer, metrics)
 
     async def declare() -> None:
         await declare_topology(broker, settings)

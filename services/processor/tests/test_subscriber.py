@@ -26,7 +26,7 @@ from activity_contract.events import ActivityGroupMessage, ActivityIn, ActivityM
 from activity_contract.testing import event_payload
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
 from processor.app import build_broker, bulk_writer
-from processor.documents import Activity, init_documents, mongo_client
+from processor.documents import Activity, ActivityStore, init_documents, mongo_client
 from processor.metrics import ProcessorMetrics
 from processor.settings import ProcessorSettings
 
@@ -63,7 +63,8 @@ async def outcomes_and_broker(
     database: AsyncDatabase[dict[str, object]], metrics: ProcessorMetrics
 ) -> AsyncIterator[tuple[Outcomes, RabbitBroker]]:
     settings = ProcessorSettings.model_construct(processor_batch_wait_ms=5)
-    broker = build_broker(settings, bulk_writer(settings, metrics), metrics)
+    store = ActivityStore(database, metrics)
+    broker = build_broker(settings, store, bulk_writer(settings, store, metrics), metrics)
     outcomes = Outcomes()
 
     class RecordSettlement(BaseMiddleware):

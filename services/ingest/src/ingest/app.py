@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry
 from activity_contract.events import ActivityBatchIn, ActivityIn
 from activity_contract.settings import load_settings
 from ingest.auth import ApiKeys
-from ingest.deps import require_ingest_key, require_read_key
+from ingest.deps import require_admin_key, require_ingest_key, require_read_key
+from ingest.erasures import ActivityEraser
 from ingest.http.access_log import AccessLogMiddleware
 from ingest.http.errors import UnexpectedErrorMiddleware, install_error_handlers
 from ingest.http.json_bodies import document_request_bodies
@@ -44,12 +45,17 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     read_limit = ClientRateLimiter(
         "read", settings.read_rate_limit, shared_windows, identity, metrics
     )
+    # Erasure has a budget of its own (the read rule), so admin keys cannot be guessed fast.
+    admin_limit = ClientRateLimiter(
+        "admin", settings.read_rate_limit, shared_windows, identity, metrics
+    )
     # The read API's own client; the write path never touches MongoDB.
     reader = (
         ActivityReader(settings.mongodb_url, settings.mongodb_database)
         if settings.mongodb_url
         else None
     )
+    eraser = ActivityEraser(reader.client, settings.mongodb_database) if reader else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -74,10 +80,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.publisher = publisher
     app.state.reader = reader
+    app.state.eraser = eraser
     app.state.metrics = metrics
     app.state.shared_windows = shared_windows
     app.state.ingest_api_keys = ApiKeys(settings.ingest_api_keys)
     app.state.read_api_keys = ApiKeys(settings.read_api_keys)
+    app.state.admin_api_keys = ApiKeys(settings.admin_api_keys)
     # Rate limit first, then the key: wrong keys spend the client's budget too, so keys
     # cannot be guessed faster than the limit. Health, metrics and docs are not limited.
     # Without INGEST_API_KEYS ingest is open, and its OpenAPI schema declares no security.
@@ -87,6 +95,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         write_guards.append(Depends(require_ingest_key))
     app.include_router(activities.router, dependencies=write_guards)
     app.include_router(users.router, dependencies=[Depends(read_limit), Depends(require_read_key)])
+    app.include_router(
+        users.erasure_router, dependencies=[Depends(admin_limit), Depends(require_admin_key)]
+    )
     app.include_router(health.router)
     document_request_bodies(app, ActivityIn, ActivityBatchIn)
     install_error_handlers(app)

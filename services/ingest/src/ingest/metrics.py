@@ -49,6 +49,12 @@ class IngestMetrics:
             registry=registry,
         )
         self.rate_limit_redis_up.set(1)
+        self.erasures = Counter(
+            f"{PREFIX}_erasures", "Users erased (DELETE of their activity).", registry=registry
+        )
+        self.erased_events = Counter(
+            f"{PREFIX}_erased_events", "Stored events deleted by erasures.", registry=registry
+        )
         self.clock_skew = Histogram(
             f"{PREFIX}_client_clock_skew_seconds",
             "|sent_at - received_at| of events that carry sent_at: how wrong client clocks are.",

@@ -140,6 +140,11 @@ class ActivityReader:
         )
         self._collection = self._client[database][ACTIVITIES_COLLECTION]
 
+    @property
+    def client(self) -> AsyncMongoClient[Document]:
+        """The MongoDB client (erasure shares it)."""
+        return self._client
+
     def find(self, query: ActivityQuery) -> AsyncCursor[Document]:
         """The MongoDB cursor of one page plus one document (which says if more follow).
 

@@ -72,7 +72,8 @@ class IngestSettings(BrokerSettings, MongoSettings, LoggingSettings):
     trusted_proxies: NetworkList = Field(default_factory=list)
     read_api_keys: SecretList = Field(default_factory=list)
     ingest_api_keys: SecretList = Field(default_factory=list)
+    admin_api_keys: SecretList = Field(default_factory=list)
 
-    _split = field_validator("trusted_proxies", "read_api_keys", "ingest_api_keys", mode="before")(
-        split_commas
-    )
+    _split = field_validator(
+        "trusted_proxies", "read_api_keys", "ingest_api_keys", "admin_api_keys", mode="before"
+    )(split_commas)

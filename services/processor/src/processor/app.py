@@ -20,7 +20,13 @@ from activity_contract.topology import (
     activity_queues,
 )
 from processor.bulk_writer import BulkWriter
-from processor.documents import init_documents, insert_activities, mongo_client
+from processor.documents import (
+    ActivityStore,
+    EncodedActivity,
+    durable_database,
+    init_documents,
+    mongo_client,
+)
 from processor.handlers import HANDLER_CONTEXT_NAME, ActivityHandler, SettleUnhandled
 from processor.health import health_routes, metrics_route
 from processor.metrics import ProcessorMetrics
@@ -58,14 +64,11 @@ async def declare_topology(broker: RabbitBroker, settings: ProcessorSettings) ->
 
 def build_broker(
     settings: ProcessorSettings,
-    writer: BulkWriter[object],
-    metrics: ProcessorMetrics | None = None,
+    store: ActivityStore,
+    writer: BulkWriter[EncodedActivity],
+    metrics: ProcessorMetrics,
 ) -> RabbitBroker:
-    """The broker, its activity subscriber and the handler it uses (in FastStream's context).
-
-    Without `metrics` it counts on a registry of its own that nothing serves.
-    """
-    metrics = metrics or ProcessorMetrics(CollectorRegistry())
+    """The broker, its activity subscriber and the handler it uses (in FastStream's context)."""
     dead_letter_queue, activity_queue = queue_objects(settings)
     broker = RabbitBroker(
         settings.rabbitmq_url,
@@ -115,6 +118,7 @@ def build_broker(
         HANDLER_CONTEXT_NAME,
         ActivityHandler(
             writer,
+            store,
             dead_letters,
             metrics,
             settings.queue_type,
@@ -125,11 +129,11 @@ def build_broker(
 
 
 def bulk_writer(
-    settings: ProcessorSettings, metrics: ProcessorMetrics | None = None
-) -> BulkWriter[object]:
+    settings: ProcessorSettings, store: ActivityStore, metrics: ProcessorMetrics
+) -> BulkWriter[EncodedActivity]:
     """A writer grouping inserts by PROCESSOR_BATCH_SIZE and PROCESSOR_BATCH_WAIT_MS."""
     return BulkWriter(
-        insert_activities,  # type: ignore[arg-type]
+        store.insert_many,
         batch_size=settings.processor_batch_size,
         max_wait=settings.processor_batch_wait_ms / 1000,
         metrics=metrics,
@@ -146,8 +150,9 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         )
     client = mongo_client(settings.mongodb_url)
     metrics = ProcessorMetrics(CollectorRegistry())
-    writer = bulk_writer(settings, metrics)
-    broker = build_broker(settings, writer, metrics)
+    store = ActivityStore(durable_database(client, settings.mongodb_database), metrics)
+    writer = bulk_writer(settings, store, metrics)
+    broker = build_broker(settings, store, writer, metrics)
     handler: ActivityHandler = broker.context.get(HANDLER_CONTEXT_NAME)
 
     async def connect_and_declare() -> None:

@@ -26,7 +26,7 @@ from pymongo.errors import PyMongoError
 from activity_contract.events import SCHEMA_VERSION, ActivityGroupMessage, ActivityMessage
 from activity_contract.topology import ACTIVITY_QUEUE, QueueType
 from processor.bulk_writer import BulkWriter, WriteOutcome
-from processor.documents import Activity, encode_document
+from processor.documents import ActivityStore, EncodedActivity
 from processor.metrics import ProcessorMetrics
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ class ActivityHandler:
 
     def __init__(
         self,
-        writer: BulkWriter[Any],
+        writer: BulkWriter[EncodedActivity],
+        store: ActivityStore,
         dead_letters: RabbitPublisher,
         metrics: ProcessorMetrics,
         queue_type: QueueType,
@@ -109,6 +110,7 @@ class ActivityHandler:
     ) -> None:
         """Write through `writer`; dead-letter through `dead_letters` (the DLQ publisher)."""
         self.writer = writer
+        self.store = store
         self.dead_letters = dead_letters
         self.metrics = metrics
         self.queue_type = queue_type
@@ -142,11 +144,11 @@ class ActivityHandler:
         processed_at = datetime.now(UTC)
         redelivered = bool(message.raw_message.redelivered)
         writable: list[ActivityMessage] = []
-        encoded = []
+        encoded: list[EncodedActivity] = []
         refused: list[tuple[ActivityMessage, str]] = []
         for event in events:
             try:
-                document = encode_document(Activity.stored_form(event, processed_at, redelivered))
+                document = EncodedActivity.of(event, processed_at, redelivered)
             except ENCODING_FAILURES as failure:
                 refused.append((event, f"{type(failure).__name__}: {failure}"))
                 continue
@@ -207,12 +209,7 @@ class ActivityHandler:
         visible here, naming the id and both user ids, never the content.
         """
         try:
-            stored = {
-                document["_id"]: document
-                async for document in Activity.get_pymongo_collection().find(
-                    {"_id": {"$in": [event.event_id for event in duplicates]}}
-                )
-            }
+            stored = await self.store.stored([event.event_id for event in duplicates])
         except PyMongoError as error:
             logger.warning(
                 "could not compare duplicates with what is stored",

@@ -46,6 +46,12 @@ class ProcessorMetrics:
             "Events whose id was already stored with other content (the first one stays).",
             registry=registry,
         )
+        self.erased = Counter(
+            f"{PREFIX}_events_erased",
+            "Events of erased users dropped after their bulk write (received before the "
+            "erasure, still queued when it happened).",
+            registry=registry,
+        )
         self.retried = Counter(
             f"{PREFIX}_events_retried",
             "Messages requeued for another delivery after a failure.",

@@ -282,6 +282,14 @@ WRITE_ERROR_RESPONSES = _responses(
     }
 )
 
+ERASURE_ERROR_RESPONSES = _responses(
+    {
+        401: "Missing or wrong admin key (`unauthorized`): only ADMIN_API_KEYS work here.",
+        429: "Over the admin rate limit (`rate_limited`); see `Retry-After`.",
+        503: "MongoDB unreachable (`database_unavailable`); nothing was erased, retry.",
+    }
+)
+
 READ_ERROR_RESPONSES = _responses(
     {
         401: "Missing or wrong read API key (`unauthorized`).",

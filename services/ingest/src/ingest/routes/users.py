@@ -1,5 +1,6 @@
 """Read API: one user's stored activity, newest first, page by page (SPEC §3.3)."""
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -12,8 +13,8 @@ from activity_contract.events import (
     ActivityOut,
     Rfc3339Datetime,
 )
-from ingest.deps import ReaderDep
-from ingest.http.errors import READ_ERROR_RESPONSES, InvalidQueryError
+from ingest.deps import EraserDep, MetricsDep, ReaderDep
+from ingest.http.errors import ERASURE_ERROR_RESPONSES, READ_ERROR_RESPONSES, InvalidQueryError
 from ingest.reads import ActivityQuery, InvalidCursorError, Position
 
 DEFAULT_PAGE_SIZE = 50
@@ -78,3 +79,33 @@ async def list_user_activities(
         )
     )
     return ActivityPageOut(items=page.items, next_cursor=page.next_cursor)
+
+
+# The app includes it with `require_admin_key` and the admin rate limit (ingest/app.py).
+erasure_router = APIRouter(
+    prefix="/api/v1/users", tags=["users"], responses=ERASURE_ERROR_RESPONSES
+)
+
+
+class ErasureOut(BaseModel):
+    """What an erasure did."""
+
+    user_id: str
+    deleted: int = Field(description="Stored events deleted by this call (0 when repeated).")
+    erased_at: datetime = Field(
+        description="Events of this user received before this time are deleted, and those "
+        "still queued are not stored."
+    )
+
+
+@erasure_router.delete("/{user_id:path}/activities")
+async def erase_user_activities(
+    eraser: EraserDep,
+    metrics: MetricsDep,
+    user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID_LENGTH)],
+) -> ErasureOut:
+    """Erase a user (GDPR art. 17): stored events are deleted, queued ones never stored."""
+    erasure = await eraser.erase(user_id)
+    metrics.erasures.inc()
+    metrics.erased_events.inc(erasure.deleted)
+    return ErasureOut(user_id=erasure.user_id, deleted=erasure.deleted, erased_at=erasure.erased_at)
