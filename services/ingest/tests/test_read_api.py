@@ -166,6 +166,28 @@ async def test_unknown_user_gets_an_empty_page(
     assert response.json() == {"items": [], "next_cursor": None}
 
 
+async def test_a_database_where_nothing_was_stored_yet_reads_empty_pages(
+    reader_client: httpx.AsyncClient, mongo_server_url: str, mongo_database: str
+) -> None:
+    """Before the processor ever ran there is no collection and no index: still 200."""
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server_url)
+    try:
+        assert await mongo[mongo_database].list_collection_names() == []
+    finally:
+        await mongo.close()
+    cursor = Position(BASE, uuid.uuid4()).encode()
+    for params in (
+        {},
+        {"limit": 1},
+        {"event_type": "click", "since": "2026-01-01T00:00:00Z", "until": "2026-12-31T00:00:00Z"},
+        {"cursor": cursor},
+        {"cursor": cursor, "since": "2026-01-01T00:00:00Z"},
+    ):
+        response = await reader_client.get(url(), params=params, headers=AUTH)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"items": [], "next_cursor": None}
+
+
 @pytest.mark.parametrize(
     ("headers", "status"),
     [
