@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -186,6 +187,23 @@ async def test_a_database_where_nothing_was_stored_yet_reads_empty_pages(
         response = await reader_client.get(url(), params=params, headers=AUTH)
         assert response.status_code == 200, response.text
         assert response.json() == {"items": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize(
+    "user_id", ["team/alice", "a/activities", "/leading", "trailing/", "a//b", "x%2Fy"]
+)
+async def test_a_user_id_with_slashes_reads_its_own_events(
+    reader_client: httpx.AsyncClient, activities: Collection, user_id: str
+) -> None:
+    """Servers decode `%2F` before routing: the route still takes the whole id."""
+    mine = stored(user_id=user_id)
+    others = {"team", "alice", "a", "activities", "leading", "trailing", "b", "x/y"} - {user_id}
+    await activities.insert_many([mine, *(stored(user_id=other) for other in others)])
+
+    response = await reader_client.get(url(quote(user_id, safe="")), headers=AUTH)
+
+    assert response.status_code == 200, response.text
+    assert [item["event_id"] for item in response.json()["items"]] == [str(mine["_id"])]
 
 
 @pytest.mark.parametrize(
