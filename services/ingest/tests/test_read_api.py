@@ -20,7 +20,7 @@ from activity_contract.storage import (
     USER_TIMELINE_KEYS,
 )
 from activity_contract.testing import SecantusServer, event_payload
-from ingest.reads import ActivityQuery, ActivityReader, Position
+from ingest.reads import READ_TIMEOUT_SECONDS, ActivityQuery, ActivityReader, Position
 
 pytestmark = pytest.mark.integration
 
@@ -336,6 +336,59 @@ async def test_database_loss_is_a_quick_503_while_writes_go_on(
             "status": "ready",
             "checks": {"broker": "up", "redis": "up", "mongodb": "down"},
         }
+
+
+async def test_a_read_over_its_time_budget_is_a_503_and_the_server_is_told_the_budget(
+    build_app: BuildApp, tmp_path: Path
+) -> None:
+    with SecantusServer(tmp_path / "secantus", test_commands=True) as server:
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            server.url, tz_aware=True, uuidRepresentation="standard"
+        )
+        collection = mongo["reads"][ACTIVITIES_COLLECTION]
+        await collection.create_index(list(USER_TIMELINE_KEYS), name=USER_TIMELINE_INDEX)
+        await collection.insert_one(stored())
+        _, client = await build_app(
+            mongodb_url=server.url, mongodb_database="reads", read_api_keys=READ_KEYS
+        )
+        assert (await client.get(url(), headers=AUTH)).status_code == 200
+
+        # mongod's failpoint: every operation that carries a time limit (`maxTimeMS`)
+        # expires on the server, and only those. So the read hands the server its budget.
+        await mongo.admin.command(
+            {"configureFailPoint": "maxTimeAlwaysTimeOut", "mode": "alwaysOn"}
+        )
+        try:
+            response = await client.get(url(), headers=AUTH)
+        finally:
+            await mongo.admin.command({"configureFailPoint": "maxTimeAlwaysTimeOut", "mode": "off"})
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "database_unavailable"
+
+        # A server that answers after twice the budget: the read gives up at the budget.
+        await mongo.admin.command(
+            {
+                "configureFailPoint": "failCommand",
+                "mode": "alwaysOn",
+                "data": {
+                    "failCommands": ["find"],
+                    "blockConnection": True,
+                    "blockTimeMS": int(READ_TIMEOUT_SECONDS * 2000),
+                },
+            }
+        )
+        try:
+            started = time.monotonic()
+            response = await client.get(url(), headers=AUTH)
+            elapsed = time.monotonic() - started
+        finally:
+            await mongo.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "database_unavailable"
+        assert response.headers["Retry-After"] == "5"
+        assert elapsed < READ_TIMEOUT_SECONDS * 2
+        assert (await client.get(url(), headers=AUTH)).status_code == 200
+        await mongo.close()
 
 
 async def test_no_database_configured_answers_503(build_app: BuildApp) -> None:
