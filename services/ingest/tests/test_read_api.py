@@ -159,6 +159,22 @@ async def test_filters_by_event_type_since_and_until(
     assert [item["timestamp"][11:13] for item in both] == ["18", "16", "14"]
 
 
+async def test_since_includes_the_events_exactly_at_it(
+    reader_client: httpx.AsyncClient, activities: Collection
+) -> None:
+    """SecantusDB drops them from an index range `$gte` on the descending timestamp."""
+    await activities.insert_many([stored(timestamp=BASE + timedelta(hours=i)) for i in range(4)])
+    at_since = [stored(timestamp=BASE + timedelta(hours=2)) for _ in range(2)]
+    await activities.insert_many(at_since)
+    since = (BASE + timedelta(hours=2)).isoformat()
+
+    response = await reader_client.get(url(), params={"since": since}, headers=AUTH)
+
+    assert response.status_code == 200, response.text
+    hours = [item["timestamp"][11:13] for item in response.json()["items"]]
+    assert hours == ["15", "14", "14", "14"]
+
+
 async def test_unknown_user_gets_an_empty_page(
     reader_client: httpx.AsyncClient, activities: Collection
 ) -> None:
