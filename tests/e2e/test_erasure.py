@@ -74,7 +74,7 @@ async def test_erasure_deletes_stored_events_and_queued_ones_are_never_stored(
     processor.stop()  # what is posted now waits in the queue
     await post(http, ERASED, 7)
     kept = await post(http, OTHER, 4)
-    assert await queue_depth() > 0
+    assert await wait_until(lambda: _positive(queue_depth()), within=30)  # stats lag
 
     first = await erase(http)
     assert first.status_code == 200, first.text
@@ -98,7 +98,7 @@ async def test_erasure_deletes_stored_events_and_queued_ones_are_never_stored(
     ingest_metrics = (await http.get("/metrics")).text
     assert "event_tracker_ingest_erasures_total 2.0" in ingest_metrics
     assert "event_tracker_ingest_erased_events_total 5.0" in ingest_metrics
-    processor_metrics = httpx.get(f"{processor.base_url}/metrics").text
+    processor_metrics = (await http.get(f"{processor.base_url}/metrics")).text
     assert "event_tracker_processor_events_erased_total 7.0" in processor_metrics
 
 
@@ -116,6 +116,10 @@ async def test_only_admin_keys_erase(http: httpx.AsyncClient) -> None:
 
 async def _equals(value: Any, expected: int) -> bool:
     return bool(await value == expected)
+
+
+async def _positive(value: Any) -> bool:
+    return bool(await value > 0)
 
 
 async def _is_zero(value: Any) -> bool:

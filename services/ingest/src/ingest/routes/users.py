@@ -33,7 +33,10 @@ class ActivityPageOut(BaseModel):
     )
 
 
-@router.get("/{user_id}/activities")
+# `:path` lets the id contain `/`: servers decode `%2F` into `/` before routing, so
+# `a%2Fb` reaches the router as `/users/a/b/activities`. The regex is greedy and the path
+# ends in `/activities`, so the id is everything in between.
+@router.get("/{user_id:path}/activities")
 async def list_user_activities(
     reader: ReaderDep,
     user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID_LENGTH)],
