@@ -3,7 +3,7 @@
 import logging
 from typing import TYPE_CHECKING, cast
 
-from faststream.asgi import AsgiFastStream, AsyncAPIRoute
+from faststream.asgi import AsgiFastStream
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.specification import AsyncAPI
@@ -16,6 +16,7 @@ from activity_contract.settings import (
     load_settings,
 )
 from activity_contract.topology import activity_queues
+from processor.asyncapi_page import asyncapi_page_route, load_renderer, renderer_routes
 from processor.bulk_writer import BulkWriter
 from processor.documents import Activity, init_documents, insert_activities, mongo_client
 from processor.handlers import dead_letter_undecodable, make_activity_handler
@@ -110,6 +111,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
     writer = bulk_writer(settings, metrics)
     broker = build_broker(settings, writer, metrics)
     dead_letter_queue = queue_objects(settings)[0]
+    renderer = load_renderer()
 
     async def connect_database() -> None:
         await init_documents(client, settings.mongodb_database, settings.retention_days)
@@ -127,8 +129,12 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
     return AsgiFastStream(
         broker,
         logger=logging.getLogger("processor.app"),
-        asgi_routes=[*health_routes(broker, client), metrics_route(metrics.registry)],
-        asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
+        asgi_routes=[
+            *health_routes(broker, client),
+            metrics_route(metrics.registry),
+            *renderer_routes(renderer),
+        ],
+        asyncapi_path=asyncapi_page_route(renderer),
         specification=AsyncAPI(
             broker,
             title="event-tracker",
