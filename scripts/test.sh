@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: installs what it needs, starts RabbitMQ and
-# Redis when they are installed but stopped, runs every test. Extra arguments go to pytest.
+# The whole test suite on a fresh machine: installs what it needs (Chromium too, for the
+# AsyncAPI page test), starts RabbitMQ and Redis when they are installed but stopped, runs
+# every test. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 read -r -a uv_cmd <<<"$(scripts/bootstrap.sh)"
 scripts/services.sh
+scripts/chromium.sh
 exec "${uv_cmd[@]}" run --frozen pytest "$@"

@@ -30,7 +30,11 @@ def test_committed_asyncapi_matches_a_fresh_generation(tmp_path: Path) -> None:
         env={"PATH": str(Path(sys.executable).parent)},
     )
     committed = (ROOT / "asyncapi.yaml").read_text()
-    assert fresh.read_text() == committed, "asyncapi.yaml is stale: run `make asyncapi`"
+    # Compared as documents: FastStream keeps publishers in a WeakSet, so the order of the
+    # channels in its output changes from one generation to the next.
+    assert yaml.safe_load(fresh.read_text()) == yaml.safe_load(committed), (
+        "asyncapi.yaml is stale: run `make asyncapi`"
+    )
 
 
 def test_asyncapi_describes_both_sides_of_the_channel() -> None:

@@ -4,7 +4,7 @@ import logging
 from typing import TYPE_CHECKING, Annotated, cast
 
 from faststream import Context
-from faststream.asgi import AsgiFastStream, AsyncAPIRoute
+from faststream.asgi import AsgiFastStream
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
@@ -19,6 +19,7 @@ from activity_contract.topology import (
     PUBLISH_OPERATION,
     activity_queues,
 )
+from processor.asyncapi_page import asyncapi_page_route, load_renderer, renderer_routes
 from processor.bulk_writer import BulkWriter
 from processor.documents import (
     ActivityStore,
@@ -154,6 +155,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
     writer = bulk_writer(settings, store, metrics)
     broker = build_broker(settings, store, writer, metrics)
     handler: ActivityHandler = broker.context.get(HANDLER_CONTEXT_NAME)
+    renderer = load_renderer()
 
     async def connect_and_declare() -> None:
         await init_documents(client, settings.mongodb_database, settings.retention_days)
@@ -172,8 +174,9 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         asgi_routes=[
             *health_routes(broker, client, handler.progress),
             metrics_route(metrics.registry),
+            *renderer_routes(renderer),
         ],
-        asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
+        asyncapi_path=asyncapi_page_route(renderer),
         specification=AsyncAPI(
             broker,
             title="event-tracker",
