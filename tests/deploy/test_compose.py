@@ -1,4 +1,4 @@
-"""docker-compose.yml and the Dockerfiles, read carefully since no engine runs here."""
+"""docker-compose.yml and the Dockerfile, read carefully since no engine runs here."""
 
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,19 @@ def test_services_reach_the_containers_by_name(compose: dict[str, Any]) -> None:
     assert "redis:6379" in compose["services"]["ingest"]["environment"]["REDIS_URL"]
 
 
-@pytest.mark.parametrize("service", ["ingest", "processor"])
-def test_images_are_multi_stage_non_root_and_built_from_the_lock(service: str) -> None:
-    dockerfile = (ROOT / "services" / service / "Dockerfile").read_text()
+def test_one_image_recipe_multi_stage_non_root_built_from_the_lock(
+    compose: dict[str, Any],
+) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.count("\nFROM ") >= 2
     assert "uv.lock" in dockerfile
-    assert f"uv sync --frozen --no-dev --package {service}" in dockerfile
+    assert 'uv sync --frozen --no-dev --package "$SERVICE"' in dockerfile
     assert "\nUSER app" in dockerfile
-    assert f'CMD ["python", "-m", "{service}"]' in dockerfile
+    assert 'CMD ["event-tracker-service"]' in dockerfile
+    for service in ("ingest", "processor"):
+        build = compose["services"][service]["build"]
+        assert build["context"] == "."
+        assert "dockerfile" not in build  # the root Dockerfile
+        assert build["args"]["SERVICE"] == service
+        pyproject = (ROOT / "services" / service / "pyproject.toml").read_text()
+        assert f'event-tracker-{service} = "{service}.__main__:main"' in pyproject
