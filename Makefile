@@ -23,10 +23,13 @@ format: ## Apply ruff's formatting and safe fixes
 asyncapi: ## Regenerate asyncapi.yaml from the code
 	@$(UV) run --frozen faststream docs gen --factory processor.app:create_asyncapi_app --yaml --out asyncapi.yaml
 
+asyncapi-renderer: ## Re-vendor the /asyncapi page's renderer from npm (RENDERER_VERSION=x.y.z; default: the pinned one)
+	@$(UV) run --frozen python scripts/vendor_asyncapi_renderer.py $(RENDERER_VERSION)
+
 bench: ## Measure throughput and latency on this machine (BENCH_ARGS=--quick: about 2 minutes)
 	@$(UV) run --frozen python -m bench $(BENCH_ARGS)
 
 compose-check: ## Validate both Compose files (single node, cluster) against the Compose specification
 	@scripts/check_compose.sh
 
-.PHONY: help install run test lint format asyncapi bench compose-check
+.PHONY: help install run test lint format asyncapi asyncapi-renderer bench compose-check

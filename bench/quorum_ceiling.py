@@ -28,7 +28,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from activity_contract.events import ActivityMessage
+from activity_contract.events import ActivityGroupMessage, ActivityMessage
 from activity_contract.testing import DEFAULT_RABBITMQ_URL, rabbit_vhost, rabbitmqctl
 from activity_contract.topology import QueueType, activity_queues
 from bench.stack import CpuMeter, say
@@ -84,16 +84,19 @@ def event_body(now: datetime, number: int) -> str:
         timestamp=now,
         metadata={"path": f"/page/{number % 16}", "referrer": "bench"},
         received_at=now,
-    ).model_dump_json()
+    ).model_dump_json(exclude_none=True)
 
 
 def message_body(events: int) -> bytes:
-    """One event, or a group of `events` events in one message (shaped as a JSON list)."""
+    """One event (`ActivityMessage`), or a group of them (`ActivityGroupMessage`)."""
     now = datetime.now(UTC)
     if events == 1:
         return event_body(now, 0).encode()
-    items = ",".join(event_body(now, number) for number in range(events))
-    return f'{{"schema_version":1,"events":[{items}]}}'.encode()
+    group = ActivityGroupMessage(
+        group_id=uuid.uuid4(),
+        events=[ActivityMessage.model_validate_json(event_body(now, n)) for n in range(events)],
+    )
+    return group.model_dump_json(exclude_none=True).encode()
 
 
 def queue_arguments() -> dict[str, dict[str, Any]]:

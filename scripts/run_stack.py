@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from activity_contract.settings import MongoSettings, load_settings
 from activity_contract.testing import SecantusServer
 
 DATA_DIR = Path(os.environ.get("LOCAL_DATA_DIR", ".local/secantus-data"))
@@ -21,7 +22,9 @@ def main() -> int:
     """Start everything, wait for Ctrl-C or a service exiting, then stop everything."""
     env = dict(os.environ)
     database: SecantusServer | None = None
-    if not env.get("MONGODB_URL"):
+    # Read like the services read it: the environment, then `.env` (the documented
+    # `cp env.example .env` flow), so a configured database is never replaced.
+    if load_settings(MongoSettings).mongodb_url is None:
         database = SecantusServer(DATA_DIR).start()
         env["MONGODB_URL"] = database.url
         print(f"run: embedded SecantusDB at {database.url} (data in {DATA_DIR})", flush=True)

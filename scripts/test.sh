@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: installs what it needs (haproxy for the cluster
-# test, when apt-get can), starts RabbitMQ and Redis when they are installed but stopped,
-# runs every test. Extra arguments go to pytest.
+# The whole test suite on a fresh machine: installs what it needs (Chromium too, for the
+# AsyncAPI page test; haproxy, for the cluster test, when apt-get can), starts RabbitMQ and
+# Redis when they are installed but stopped, runs every test. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 read -r -a uv_cmd <<<"$(scripts/bootstrap.sh)"
 scripts/services.sh
-scripts/test_tools.sh
+scripts/chromium.sh
+scripts/haproxy.sh
 exec "${uv_cmd[@]}" run --frozen pytest "$@"

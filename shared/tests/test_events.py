@@ -1,5 +1,6 @@
 """The event schema's rules (SPEC §3.1, §3.2, §5)."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -7,7 +8,14 @@ from uuid import UUID
 import pytest
 from pydantic import ValidationError
 
-from activity_contract.events import ActivityBatchIn, ActivityIn, ActivityMessage
+from activity_contract.events import (
+    QUEUE_MESSAGE,
+    ActivityBatchIn,
+    ActivityGroupMessage,
+    ActivityIn,
+    ActivityMessage,
+    corrected_timestamp,
+)
 from activity_contract.testing import event_payload
 
 
@@ -28,7 +36,22 @@ def test_user_id_is_trimmed() -> None:
     assert ActivityIn.model_validate(event_payload(user_id="  bob \t")).user_id == "bob"
 
 
-@pytest.mark.parametrize("user_id", ["", "   ", "x" * 129, "a\x00b", "line\nbreak", "tab\there"])
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        "",
+        "   ",
+        "x" * 129,
+        "a\x00b",
+        "line\nbreak",
+        "tab\there",
+        "zero\u200bwidth",
+        "bidi\u202eoverride",
+        "line\u2028separator",
+        "para\u2029separator",
+        "bom\ufeff",
+    ],
+)
 def test_bad_user_ids_are_rejected(user_id: str) -> None:
     assert ("user_id",) in error_types(event_payload(user_id=user_id))
 
@@ -129,8 +152,131 @@ def test_message_round_trips_through_json() -> None:
     assert ActivityMessage.model_validate_json(message.model_dump_json()) == message
 
 
-def test_message_rejects_other_schema_versions() -> None:
+def test_message_readers_are_tolerant() -> None:
+    """A newer producer may add fields; the version is read, and judged by the processor."""
     message = ActivityIn.model_validate(event_payload()).to_message(datetime.now(UTC))
-    data = message.model_dump(mode="json") | {"schema_version": 2}
-    with pytest.raises(ValidationError):
-        ActivityMessage.model_validate(data)
+    data = message.model_dump(mode="json") | {"schema_version": 2, "added_later": {"x": 1}}
+    read = ActivityMessage.model_validate(data)
+    assert read.schema_version == 2
+    assert read.event_id == message.event_id
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ('{"a": NaN}', "finite"),
+        ('{"a": Infinity}', "finite"),
+        ('{"a": -Infinity}', "finite"),
+        ('{"a": 1e400}', "finite"),
+        ('{"a": [1, {"b": -1e400}]}', "finite"),
+        ('{"a": 9223372036854775808}', "64-bit"),
+        ('{"a": -9223372036854775809}', "64-bit"),
+        ('{"n": 1180591620717411303424}', "64-bit"),
+        ('{"a\\u0000b": 1}', "NUL"),
+        ('{"a": {"b\\u0000": 1}}', "NUL"),
+    ],
+)
+def test_metadata_the_database_cannot_store_is_refused(metadata: str, problem: str) -> None:
+    body = f'{{"user_id": "u", "event_type": "t", "metadata": {metadata}}}'
+    with pytest.raises(ValidationError) as caught:
+        ActivityIn.model_validate_json(body)
+    [error] = caught.value.errors()
+    assert error["loc"] == ("metadata",)
+    assert problem in error["msg"]
+
+
+def test_metadata_at_the_integer_and_size_limits_is_accepted() -> None:
+    metadata = (
+        '{"a": 9223372036854775807, "b": -9223372036854775808, "c": 1.5e308, '
+        '"d": "\\u0000 in a value is fine"}'
+    )
+    body = f'{{"user_id": "u", "event_type": "t", "metadata": {metadata}}}'
+    assert ActivityIn.model_validate_json(body).metadata["a"] == 2**63 - 1
+
+
+def test_what_ingest_accepts_the_processor_accepts_byte_for_byte() -> None:
+    """The size limit is measured on the same values on both sides (no NaN to become null)."""
+    fits = {"k": "x" * (16 * 1024 - 8)}
+    message = ActivityIn.model_validate(event_payload(metadata=fits)).to_message(datetime.now(UTC))
+    assert ActivityMessage.model_validate_json(message.model_dump_json()).metadata == fits
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "1700000000", 1700000000],
+)
+def test_timestamps_outside_utc_years_or_not_rfc3339_are_refused(timestamp: object) -> None:
+    assert ("timestamp",) in error_types(event_payload(timestamp=timestamp))
+
+
+def test_sent_at_corrects_a_clock_that_runs_ahead() -> None:
+    received = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    event = ActivityIn.model_validate(
+        event_payload(timestamp="2026-06-01T15:00:00Z", sent_at="2026-06-01T15:00:30Z"),
+        context={"received_at": received},
+    )
+    message = event.to_message(received)
+    assert message.timestamp == received - timedelta(seconds=30)
+    assert message.original_timestamp == datetime(2026, 6, 1, 15, tzinfo=UTC)
+
+
+def test_sent_at_corrects_a_clock_that_runs_behind() -> None:
+    received = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    event = ActivityIn.model_validate(
+        event_payload(timestamp="2026-06-01T07:59:00+00:00", sent_at="2026-06-01T08:00:00Z")
+    )
+    message = event.to_message(received)
+    assert message.timestamp == received - timedelta(minutes=1)
+    assert message.original_timestamp == datetime(2026, 6, 1, 7, 59, tzinfo=UTC)
+
+
+def test_without_sent_at_nothing_is_corrected() -> None:
+    received = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    message = ActivityIn.model_validate(event_payload(timestamp="2026-06-01T07:00:00Z")).to_message(
+        received
+    )
+    assert message.timestamp == datetime(2026, 6, 1, 7, tzinfo=UTC)
+    assert message.original_timestamp is None
+
+
+def test_sent_at_without_timestamp_means_the_time_received() -> None:
+    received = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    message = ActivityIn.model_validate(event_payload(sent_at="2020-01-01T00:00:00Z")).to_message(
+        received
+    )
+    assert message.timestamp == received
+    assert message.original_timestamp is None
+
+
+def test_the_future_rule_applies_to_the_corrected_timestamp() -> None:
+    now = datetime.now(UTC)
+    ahead = now + timedelta(hours=30)  # a clock 30 h fast: its own "now" is fine
+    event = ActivityIn.model_validate(
+        event_payload(timestamp=ahead.isoformat(), sent_at=ahead.isoformat())
+    )
+    assert event.to_message(now).timestamp == now
+    later = now + timedelta(hours=25)  # 25 h ahead of the client's own clock
+    assert ("timestamp",) in error_types(
+        event_payload(timestamp=later.isoformat(), sent_at=now.isoformat())
+    )
+
+
+def test_a_correction_beyond_the_calendar_is_refused() -> None:
+    assert ("timestamp",) in error_types(
+        event_payload(timestamp="0001-01-01T00:00:00Z", sent_at="9999-12-31T00:00:00Z")
+    )
+    with pytest.raises(ValueError, match="years 1 to 9999"):
+        corrected_timestamp(
+            datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC), datetime.now(UTC)
+        )
+
+
+def test_both_message_kinds_are_told_apart() -> None:
+    now = datetime.now(UTC)
+    one = ActivityIn.model_validate(event_payload()).to_message(now, request_id="r1")
+    two = ActivityIn.model_validate(event_payload()).to_message(now, request_id="r2")
+    group = ActivityGroupMessage(group_id=uuid.uuid4(), events=[one, two])
+    assert QUEUE_MESSAGE.validate_json(one.model_dump_json()) == one
+    read = QUEUE_MESSAGE.validate_json(group.model_dump_json())
+    assert isinstance(read, ActivityGroupMessage)
+    assert [event.request_id for event in read.events] == ["r1", "r2"]

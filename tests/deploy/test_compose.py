@@ -1,4 +1,4 @@
-"""The Compose files, their config files and the Dockerfiles, read carefully (no engine here)."""
+"""The Compose files, their config files and the Dockerfile, read carefully (no engine here)."""
 
 import re
 import shutil
@@ -70,14 +70,22 @@ def test_services_reach_the_containers_by_name(compose: dict[str, Any]) -> None:
     assert "redis:6379" in compose["services"]["ingest"]["environment"]["REDIS_URL"]
 
 
-@pytest.mark.parametrize("service", ["ingest", "processor"])
-def test_images_are_multi_stage_non_root_and_built_from_the_lock(service: str) -> None:
-    dockerfile = (ROOT / "services" / service / "Dockerfile").read_text()
+def test_one_image_recipe_multi_stage_non_root_built_from_the_lock(
+    compose: dict[str, Any],
+) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.count("\nFROM ") >= 2
     assert "uv.lock" in dockerfile
-    assert f"uv sync --frozen --no-dev --package {service}" in dockerfile
+    assert 'uv sync --frozen --no-dev --package "$SERVICE"' in dockerfile
     assert "\nUSER app" in dockerfile
-    assert f'CMD ["python", "-m", "{service}"]' in dockerfile
+    assert 'CMD ["event-tracker-service"]' in dockerfile
+    for service in ("ingest", "processor"):
+        build = compose["services"][service]["build"]
+        assert build["context"] == "."
+        assert "dockerfile" not in build  # the root Dockerfile
+        assert build["args"]["SERVICE"] == service
+        pyproject = (ROOT / "services" / service / "pyproject.toml").read_text()
+        assert f'event-tracker-{service} = "{service}.__main__:main"' in pyproject
 
 
 def settings_from(settings_class: type[BaseSettings], environment: dict[str, str]) -> Any:
@@ -229,6 +237,13 @@ def test_cluster_ingest_replicas_trust_only_their_forwarding_balancer(
 def test_cluster_runs_competing_processors(cluster: dict[str, Any]) -> None:
     assert cluster["services"]["processor"]["deploy"]["replicas"] >= 2
     assert "ports" not in cluster["services"]["processor"]
+
+
+def test_cluster_builds_the_services_as_the_single_node_file_does(
+    compose: dict[str, Any], cluster: dict[str, Any]
+) -> None:
+    for service in ("ingest", "processor"):
+        assert cluster["services"][service]["build"] == compose["services"][service]["build"]
 
 
 @pytest.mark.parametrize("config", ["haproxy-amqp.cfg", "haproxy-ingest.cfg"])

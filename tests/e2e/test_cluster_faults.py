@@ -66,8 +66,8 @@ def missing_tools() -> str | None:
     if shutil.which("haproxy") is None:
         return (
             "haproxy is not installed and could not be installed (scripts/test.sh installs it "
-            "with apt-get when run as root with apt-get available; otherwise: apt-get install "
-            "haproxy)"
+            "with apt-get through scripts/haproxy.sh when run as root; otherwise: apt-get "
+            "install haproxy)"
         )
     for script in ("rabbitmq-server", "rabbitmqctl"):
         if rabbitmq_script(script) is None:

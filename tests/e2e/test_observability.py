@@ -61,7 +61,7 @@ async def test_request_id_reaches_processor_logs_and_metrics_count_it(
 
             ready = await http.get(f"{processor.base_url}/health/ready")
             assert ready.status_code == 200
-            assert ready.json()["checks"] == {"broker": "up", "mongodb": "up"}
+            assert ready.json()["checks"] == {"broker": "up", "mongodb": "up", "consumer": "up"}
             ingest_ready = await http.get(f"{ingest.base_url}/health/ready")
             assert ingest_ready.json()["checks"] == {
                 "broker": "up",

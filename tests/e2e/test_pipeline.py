@@ -121,7 +121,7 @@ async def test_processor_serves_health_and_the_asyncapi_docs(processor: ServiceP
         assert (await http.get("/health/live")).status_code == 200
         ready = await http.get("/health/ready")
         assert ready.status_code == 200
-        assert ready.json()["checks"] == {"broker": "up", "mongodb": "up"}
+        assert ready.json()["checks"] == {"broker": "up", "mongodb": "up", "consumer": "up"}
         docs = await http.get("/asyncapi")
         assert docs.status_code == 200
         assert "user_activities" in docs.text

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from activity_contract.events import ActivityMessage
+from activity_contract.events import ActivityGroupMessage, ActivityMessage
 from activity_contract.testing import event_payload
 from ingest.publishing import ActivityPublisher
 
@@ -84,13 +84,12 @@ async def test_batch_is_published_in_order(client: httpx.AsyncClient, published:
     assert response.status_code == 202
     body = response.json()
     assert body["accepted"] == 10
-    published_ids = {message.message_id for message in published.messages}
-    assert published_ids == set(body["event_ids"])
-    by_id = {
-        message.message_id: ActivityMessage.model_validate_json(message.body).user_id
-        for message in published.messages
-    }
-    assert [by_id[event_id] for event_id in body["event_ids"]] == [f"user-{i}" for i in range(10)]
+    [message] = published.messages  # one batch, one group message
+    group = ActivityGroupMessage.model_validate_json(message.body)
+    assert message.message_id == str(group.group_id)
+    assert [str(event.event_id) for event in group.events] == body["event_ids"]
+    assert [event.user_id for event in group.events] == [f"user-{i}" for i in range(10)]
+    assert {event.request_id for event in group.events} == {message.correlation_id}
 
 
 async def test_invalid_batch_lists_each_bad_index_and_publishes_nothing(
@@ -200,10 +199,22 @@ async def test_unconfirmed_publish_is_503_with_retry_after(
 
     monkeypatch.setattr(publisher._publisher, "publish", time_out)
     response = await client.post(SINGLE, json=event_payload())
-    assert_envelope(response, 503, "broker_unavailable")
+    body = assert_envelope(response, 503, "broker_unavailable")
     assert response.headers["Retry-After"].isdigit()
-    response = await client.post(BATCH, json={"events": [event_payload()] * 3})
-    assert_envelope(response, 503, "broker_unavailable")
+    # The id the server assigned is named, so a retry cannot store the event twice.
+    assigned_ids = body["event_ids"]
+    assert isinstance(assigned_ids, list)
+    [assigned] = assigned_ids
+    assert uuid.UUID(assigned)
+    given = str(uuid.uuid4())
+    events = [event_payload(), event_payload(event_id=given), event_payload()]
+    response = await client.post(BATCH, json={"events": events})
+    body = assert_envelope(response, 503, "broker_unavailable")
+    ids = body["event_ids"]
+    assert isinstance(ids, list)
+    assert len(ids) == 3
+    assert ids[1] == given
+    assert len({*ids, assigned}) == 4
 
 
 async def test_health(client: httpx.AsyncClient) -> None:

@@ -5,8 +5,9 @@ import pytest
 from fastapi import Depends, FastAPI
 from pydantic import SecretStr
 
-from ingest.auth import ApiKeys, require_read_key
-from ingest.errors import install_error_handlers
+from ingest.auth import ApiKeys
+from ingest.deps import require_read_key
+from ingest.http.errors import install_error_handlers
 
 
 def read_app(keys: list[str]) -> FastAPI:

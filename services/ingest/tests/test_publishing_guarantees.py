@@ -1,5 +1,6 @@
-"""Concurrent publishes (a batch) are each confirmed by the real RabbitMQ."""
+"""The publisher against the real RabbitMQ: confirms, group commit, and what a 503 names."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -8,8 +9,10 @@ import aio_pika
 import pytest
 from prometheus_client import CollectorRegistry
 
-from activity_contract.events import ActivityMessage
+from activity_contract.events import QUEUE_MESSAGE, ActivityGroupMessage, ActivityMessage
+from activity_contract.testing import delete_queue
 from activity_contract.topology import ACTIVITY_QUEUE
+from ingest.http.errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
 from ingest.settings import IngestSettings
@@ -17,7 +20,7 @@ from ingest.settings import IngestSettings
 pytestmark = pytest.mark.integration
 
 
-def _message() -> ActivityMessage:
+def message(request_id: str = "request-1") -> ActivityMessage:
     now = datetime.now(UTC)
     return ActivityMessage(
         event_id=uuid.uuid4(),
@@ -26,6 +29,7 @@ def _message() -> ActivityMessage:
         timestamp=now,
         metadata={"path": "/home"},
         received_at=now,
+        request_id=request_id,
     )
 
 
@@ -39,13 +43,68 @@ async def publisher(rabbit_url: str) -> AsyncIterator[ActivityPublisher]:
     await publisher.stop()
 
 
-async def test_concurrent_publishes_are_all_confirmed(
-    publisher: ActivityPublisher, rabbit_url: str
-) -> None:
-    await publisher.publish_many([_message() for _ in range(200)], "request-3")
-
+async def queued(rabbit_url: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Every message in the activity queue (fetched, then given back)."""
     connection = await aio_pika.connect(rabbit_url)
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(ACTIVITY_QUEUE, passive=True)
-    assert queue.declaration_result.message_count == 200
+        messages = []
+        while (fetched := await queue.get(no_ack=False, fail=False)) is not None:
+            messages.append(fetched)
+        for fetched in messages:
+            await fetched.nack(requeue=True)
+        return messages
+
+
+async def test_a_batch_travels_as_one_confirmed_group(
+    publisher: ActivityPublisher, rabbit_url: str
+) -> None:
+    events = [message("request-3") for _ in range(200)]
+    await publisher.publish(events)
+    [group] = await queued(rabbit_url)
+    body = QUEUE_MESSAGE.validate_json(group.body)
+    assert isinstance(body, ActivityGroupMessage)
+    assert [each.event_id for each in body.events] == [each.event_id for each in events]
+    assert group.message_id == str(body.group_id)
+    assert group.correlation_id == "request-3"
+    assert group.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+
+
+async def test_a_lone_event_travels_as_the_one_event_kind(
+    publisher: ActivityPublisher, rabbit_url: str
+) -> None:
+    one = message("request-9")
+    await publisher.publish([one])
+    [single] = await queued(rabbit_url)
+    assert QUEUE_MESSAGE.validate_json(single.body) == one
+    assert (single.message_id, single.correlation_id) == (str(one.event_id), "request-9")
+
+
+async def test_concurrent_requests_share_messages_and_each_is_confirmed(
+    publisher: ActivityPublisher, rabbit_url: str
+) -> None:
+    requests = [[message(f"request-{i}")] for i in range(300)]
+    await asyncio.gather(*(publisher.publish(events) for events in requests))
+    messages = await queued(rabbit_url)
+    carried = []
+    for each in messages:
+        body = QUEUE_MESSAGE.validate_json(each.body)
+        carried += body.events if isinstance(body, ActivityGroupMessage) else [body]
+    assert sorted(str(e.event_id) for e in carried) == sorted(
+        str(events[0].event_id) for events in requests
+    )
+    assert len(messages) < len(requests) / 2  # grouped: far fewer messages than requests
+    mixed = [m for m in messages if m.correlation_id == m.message_id]
+    assert mixed, "a group of several requests correlates by its own id"
+    assert {e.request_id for e in carried} == {f"request-{i}" for i in range(300)}
+
+
+async def test_an_unroutable_publish_is_a_503_naming_every_event_id(
+    publisher: ActivityPublisher, rabbit_url: str
+) -> None:
+    delete_queue(rabbit_url, ACTIVITY_QUEUE)
+    events = [message() for _ in range(3)]
+    with pytest.raises(BrokerUnavailableError) as caught:
+        await publisher.publish(events)
+    assert caught.value.event_ids == [each.event_id for each in events]

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from activity_contract.events import ActivityMessage
 from activity_contract.testing import rabbitmqctl, vhost_of
 from activity_contract.topology import ACTIVITY_QUEUE
-from ingest.errors import BrokerUnavailableError
+from ingest.http.errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
 from ingest.settings import IngestSettings
@@ -34,6 +34,7 @@ def _message() -> ActivityMessage:
         timestamp=now,
         metadata={},
         received_at=now,
+        request_id="request-nack",
     )
 
 
@@ -49,7 +50,7 @@ async def publisher(rabbit_url: str) -> AsyncIterator[ActivityPublisher]:
 
 async def _published(publisher: ActivityPublisher) -> bool:
     try:
-        await publisher.publish(_message(), "request-nack")
+        await publisher.publish([_message()])
     except BrokerUnavailableError:
         return False
     return True

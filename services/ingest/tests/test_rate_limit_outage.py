@@ -7,10 +7,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from activity_contract.testing import RedisServer, event_payload
-from ingest.metrics import RATE_LIMIT_FALLBACK
 
 from .conftest import ClientFactory
 
@@ -26,13 +25,14 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-# The counter is process-wide and on no registry of its own; each app serves it.
-PROCESS_METRICS = CollectorRegistry()
-PROCESS_METRICS.register(RATE_LIMIT_FALLBACK)
-
-
-def fallbacks() -> float:
-    return PROCESS_METRICS.get_sample_value(FALLBACK_METRIC) or 0.0
+async def fallbacks(http: httpx.AsyncClient) -> float:
+    """The app's count of decisions made in memory, as `/metrics` serves it."""
+    text = (await http.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == FALLBACK_METRIC:
+                return sample.value
+    raise AssertionError(f"{FALLBACK_METRIC} is not served")
 
 
 async def post(http: httpx.AsyncClient) -> httpx.Response:
@@ -49,12 +49,12 @@ async def redis_check(http: httpx.AsyncClient) -> str:
 async def test_outage_falls_back_to_memory_then_returns_to_redis(
     client_for: ClientFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="ingest.rate_limit_failover")
+    caplog.set_level(logging.WARNING, logger="ingest.rate_limit")
     async with client_for(redis_url=redis_server.url, rate_limit="4/minute") as http:
-        before = fallbacks()
+        before = await fallbacks(http)
         assert (await post(http)).status_code == 202
         assert await redis_check(http) == "up"
-        assert fallbacks() == before
+        assert await fallbacks(http) == before
 
         redis_server.stop()
         started = time.monotonic()
@@ -62,7 +62,7 @@ async def test_outage_falls_back_to_memory_then_returns_to_redis(
         # Requests are not failed: the in-memory window applies the same 4/minute.
         assert [r.status_code for r in during] == [202, 202, 202, 202, 429]
         assert time.monotonic() - started < 10
-        assert fallbacks() - before >= 5
+        assert await fallbacks(http) - before >= 5
         assert await redis_check(http) == "degraded"
         assert len([r for r in caplog.records if UNAVAILABLE in r.getMessage()]) == 1
 
@@ -73,11 +73,11 @@ async def test_outage_falls_back_to_memory_then_returns_to_redis(
             await asyncio.sleep(0.2)
         assert await redis_check(http) == "up"
         # Back on the shared window (fresh: the restarted Redis kept nothing).
-        counted = fallbacks()
+        counted = await fallbacks(http)
         response = await post(http)
         assert response.status_code == 202
         assert response.headers["RateLimit-Remaining"] == "3"
-        assert fallbacks() == counted
+        assert await fallbacks(http) == counted
     assert any("available again" in r.getMessage() for r in caplog.records)
 
 

@@ -1,51 +1,80 @@
-"""The Redis window script against a real Redis."""
+"""The shared windows against a real Redis: one script call per loop iteration, Redis's
+clock, exact verdicts, keys that expire."""
 
-from inspect import isawaitable
+import asyncio
 
 import pytest
-from pyrate_limiter import Rate, RateItem
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from ingest.rate_limit_windows import WINDOW_SCRIPT, RedisWindowBucket
+from ingest.metrics import IngestMetrics
+from ingest.rate_limit import SharedWindows
+from ingest.settings import RateLimitRule
 
 from .conftest import REDIS_URL
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_800_000_000_000
+
+async def started(prefix: str) -> SharedWindows:
+    windows = SharedWindows(REDIS_URL, prefix, 0.5, IngestMetrics(CollectorRegistry()))
+    await windows.start()
+    return windows
 
 
-async def put(bucket: RedisWindowBucket, item: RateItem) -> bool:
-    admitted = bucket.put(item)
-    return await admitted if isawaitable(admitted) else admitted
-
-
-async def test_entries_stamped_ahead_by_another_instance_still_count(
+async def test_concurrent_checks_share_one_script_call_and_stay_exact(
     redis_key_prefix: str,
 ) -> None:
-    # pyrate-limiter's stock script counts up to the caller's `now` only and admits both
-    # of these (checked against 4.5.1): two instances with clocks 5 ms apart exceed a limit.
-    redis = Redis.from_url(REDIS_URL)
+    windows = await started(redis_key_prefix)
+    calls = 0
+    script = windows._script
+    assert script is not None
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await script(*args, **kwargs)  # type: ignore[operator]
+
+    windows._script = counting
+    rule = RateLimitRule(limit=5, period_seconds=60)
     try:
-        script = redis.register_script(WINDOW_SCRIPT)
-        key = f"{redis_key_prefix}skew"
-        ahead = RedisWindowBucket(Rate(1, 60_000), redis, key, script)
-        behind = RedisWindowBucket(Rate(1, 60_000), redis, key, script)
-        assert await put(ahead, RateItem("client", T0 + 5)) is True
-        assert await put(behind, RateItem("client", T0)) is False
-        assert behind.window is not None
-        assert behind.window.blocking_ms == T0 + 5
-        assert 0 < await redis.pttl(key) <= 60_000  # idle windows expire by themselves
+        verdicts = await asyncio.gather(*(windows.check("write:a", rule) for _ in range(8)))
+        others = await asyncio.gather(*(windows.check("write:b", rule) for _ in range(2)))
     finally:
-        await redis.aclose()
+        await windows.stop()
+    assert calls == 2
+    assert [v.allowed for v in verdicts if v] == [True] * 5 + [False] * 3
+    assert [v.remaining for v in verdicts if v][:5] == [4, 3, 2, 1, 0]
+    assert all(v is not None and v.allowed for v in others)
+    refused = verdicts[-1]
+    assert refused is not None
+    assert 59 <= refused.retry_after_seconds <= 60
+    assert 59_000 < refused.retry_after_ms <= 60_000
 
 
-async def test_restarted_script_cache_is_reloaded(redis_key_prefix: str) -> None:
+async def test_windows_use_redis_time_and_expire_when_idle(redis_key_prefix: str) -> None:
+    windows = await started(redis_key_prefix)
     redis = Redis.from_url(REDIS_URL)
     try:
-        script = redis.register_script(WINDOW_SCRIPT)
-        script.sha = "0" * 40  # as after a Redis restart: NOSCRIPT, then reload
-        bucket = RedisWindowBucket(Rate(2, 60_000), redis, f"{redis_key_prefix}reload", script)
-        assert await put(bucket, RateItem("client", T0)) is True
+        await windows.check("write:c", RateLimitRule(limit=1, period_seconds=1))
+        key = f"{redis_key_prefix}write:c"
+        scores = [score for _, score in await redis.zrange(key, 0, -1, withscores=True)]  # type: ignore[str-unpack]
+        [score] = scores
+        seconds, micros = await redis.time()
+        redis_ms = int(seconds) * 1000 + int(micros) // 1000
+        assert abs(float(score) - redis_ms) < 2000  # scored by Redis's own clock
+        assert 0 < await redis.pttl(key) <= 1000
     finally:
         await redis.aclose()
+        await windows.stop()
+
+
+async def test_the_script_is_reloaded_after_a_redis_restart(redis_key_prefix: str) -> None:
+    windows = await started(redis_key_prefix)
+    try:
+        windows._script.sha = "0" * 40  # type: ignore[attr-defined]  # as after a restart: NOSCRIPT
+        verdict = await windows.check("write:d", RateLimitRule(limit=2, period_seconds=60))
+    finally:
+        await windows.stop()
+    assert verdict is not None
+    assert verdict.allowed

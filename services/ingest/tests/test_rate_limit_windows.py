@@ -1,83 +1,133 @@
+"""The rate limiter's local parts: the in-memory fallback, cheap refusals, aggregated logs."""
+
 import logging
 
 import pytest
-from pyrate_limiter import Limiter, Rate, RateItem
+from prometheus_client import CollectorRegistry
 
-from ingest.rate_limit_failover import ClientBucketFactory, RedisHealth, current_verdict
-from ingest.rate_limit_windows import MemoryWindows, Verdict, WindowCount
+from ingest.metrics import IngestMetrics
+from ingest.rate_limit import (
+    LocalWindows,
+    RecentRefusals,
+    RefusalLog,
+    SharedWindows,
+    Verdict,
+)
+from ingest.settings import RateLimitRule
 
-MINUTE_MS = 60_000
-T0 = 1_800_000_000_000
-
-
-def test_memory_window_admits_the_limit_then_refuses_until_a_slot_frees() -> None:
-    windows = MemoryWindows(Rate(3, MINUTE_MS))
-    results = [windows.check("a", RateItem("a", T0 + i * 1000)) for i in range(4)]
-    assert [result.admitted for result in results] == [True, True, True, False]
-    assert results[2].count == 3
-    refused = Verdict.from_window(Rate(3, MINUTE_MS), T0 + 3000, results[3], shared=False)
-    # The first request (at T0) leaves the window at T0 + 60 s, 57 s from now.
-    assert refused.retry_after_seconds == 57
-    assert refused.remaining == 0
-    # Exactly when it leaves, a slot is free; a millisecond earlier it is not.
-    assert not windows.check("a", RateItem("a", T0 + MINUTE_MS - 1)).admitted
-    assert windows.check("a", RateItem("a", T0 + MINUTE_MS)).admitted
+MINUTE = RateLimitRule(limit=3, period_seconds=60)
 
 
-def test_memory_windows_are_per_client() -> None:
-    windows = MemoryWindows(Rate(1, MINUTE_MS))
-    assert windows.check("a", RateItem("a", T0)).admitted
-    assert not windows.check("a", RateItem("a", T0 + 1)).admitted
-    assert windows.check("b", RateItem("b", T0 + 2)).admitted
+class Clock:
+    """Milliseconds that a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
 
 
-def test_memory_windows_forget_idle_clients_and_stay_bounded() -> None:
-    windows = MemoryWindows(Rate(5, MINUTE_MS), max_clients=3)
-    for index in range(10):
-        windows.check(f"client-{index}", RateItem(f"client-{index}", T0 + index))
-    assert len(windows) == 3
-    windows.check("late", RateItem("late", T0 + 2 * MINUTE_MS))
-    assert len(windows) == 1
+def test_fallback_admits_the_limit_then_refuses_until_a_slot_frees() -> None:
+    clock = Clock()
+    windows = LocalWindows(MINUTE, clock=clock)
+    verdicts = []
+    for _ in range(4):
+        verdicts.append(windows.check("a"))
+        clock.now += 1000
+    assert [v.allowed for v in verdicts] == [True, True, True, False]
+    assert verdicts[2].remaining == 0
+    # The first request leaves the window 60 s after it was made: 57 s after the 4th.
+    assert verdicts[3].retry_after_seconds == 57
+    clock.now = 1_000_000 + 60_000 - 1
+    assert not windows.check("a").allowed
+    clock.now = 1_000_000 + 60_000
+    assert windows.check("a").allowed
 
 
-def test_verdict_headers_of_an_admitted_request() -> None:
-    window = WindowCount(admitted=True, count=2, oldest_ms=T0, blocking_ms=None)
-    verdict = Verdict.from_window(Rate(100, MINUTE_MS), T0 + 10_500, window, shared=True)
-    assert (verdict.allowed, verdict.limit, verdict.remaining) == (True, 100, 98)
-    assert verdict.reset_seconds == 50  # ceil(49.5)
-    assert verdict.retry_after_seconds == 0
+def test_fallback_windows_are_per_client() -> None:
+    windows = LocalWindows(RateLimitRule(limit=1, period_seconds=60), clock=Clock())
+    assert windows.check("a").allowed
+    assert not windows.check("a").allowed
+    assert windows.check("b").allowed
 
 
-def test_redis_health_warns_once_per_outage_and_probes_at_intervals(
+def test_fallback_memory_is_bounded_by_stored_entries_not_by_clients() -> None:
+    """A generous limit must not let an outage store limit x clients entries."""
+    clock = Clock()
+    windows = LocalWindows(
+        RateLimitRule(limit=1000, period_seconds=60), max_entries=50, clock=clock
+    )
+    for request in range(400):  # 20 clients x 20 requests, all within the window
+        windows.check(f"client-{request % 20}")
+        clock.now += 1
+    assert windows.buckets.entries <= 50
+    assert sum(bucket.count() for bucket in windows.buckets.buckets.values()) <= 50
+    assert len(windows.buckets.buckets) <= 50
+
+
+def test_verdict_headers() -> None:
+    admitted = Verdict.of(True, 100, 2, reset_ms=49_500, retry_ms=0)
+    assert admitted.headers() == {
+        "RateLimit-Limit": "100",
+        "RateLimit-Remaining": "98",
+        "RateLimit-Reset": "50",
+    }
+    refused = Verdict.of(False, 100, 100, reset_ms=30_000, retry_ms=1_200)
+    assert refused.headers()["Retry-After"] == "2"
+    assert refused.retry_after_ms == 1_200
+
+
+def test_a_refused_client_is_refused_locally_until_its_retry_time() -> None:
+    refusals = RecentRefusals()
+    refused = Verdict.of(False, 3, 3, reset_ms=20_000, retry_ms=1_500)
+    refusals.remember("write:203.0.113.5", refused, now=100.0)
+    local = refusals.verdict("write:203.0.113.5", now=100.4)
+    assert local is not None
+    assert not local.allowed
+    assert local.retry_after_seconds == 2  # ceil(1.1)
+    assert local.headers()["RateLimit-Remaining"] == "0"
+    assert refusals.verdict("write:203.0.113.6", now=100.4) is None  # other clients: Redis
+    assert refusals.verdict("write:203.0.113.5", now=101.5) is None  # then Redis decides
+
+
+def test_recent_refusals_stay_bounded() -> None:
+    refusals = RecentRefusals(max_clients=10)
+    refused = Verdict.of(False, 3, 3, reset_ms=20_000, retry_ms=60_000)
+    for client in range(100):
+        refusals.remember(f"c{client}", refused, now=float(client))
+    assert len(refusals._until) <= 10
+
+
+def test_refusals_are_logged_aggregated_not_per_request(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    now = [100.0]
-    health = RedisHealth(clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="ingest.rate_limit_failover"):
+    log = RefusalLog("write", interval=10.0)
+    with caplog.at_level(logging.INFO, logger="ingest.rate_limit"):
+        for request in range(1000):
+            log.note(f"client-{request % 3}", now=100.0 + request / 1000)
+        log.note("client-0", now=111.0)
+    lines = [r for r in caplog.records if r.getMessage() == "rate limited"]
+    assert len(lines) == 2
+    assert (lines[1].__dict__["refused"], lines[1].__dict__["clients"]) == (1000, 3)
+
+
+def test_an_outage_is_logged_once_and_probed_at_intervals(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = IngestMetrics(CollectorRegistry())
+    shared = SharedWindows("redis://unused", "p:", 0.1, metrics)
+    with caplog.at_level(logging.WARNING, logger="ingest.rate_limit"):
         for _ in range(5):
-            health.record_failure(ConnectionError("refused"))
-        assert not health.should_try()
-        now[0] += 1.5
-        assert health.should_try()  # one probe ...
-        assert not health.should_try()  # ... and the others keep using memory
-        health.record_success()
-        assert health.should_try()
-        health.record_failure(ConnectionError("again"))
+            shared._record_failure(ConnectionError("refused"))
+        assert not shared._should_try()
+        shared._retry_at = 0.0  # the retry interval has passed
+        assert shared._should_try()  # one probe ...
+        assert not shared._should_try()  # ... the others keep using memory
+        shared._record_success()
+        assert shared._should_try()
+        shared._record_failure(ConnectionError("again"))
     unavailable = [r for r in caplog.records if "unavailable" in r.getMessage()]
     recovered = [r for r in caplog.records if "available again" in r.getMessage()]
-    assert len(unavailable) == 2  # one per outage, not per failure
-    assert len(recovered) == 1
-
-
-async def test_limiter_without_redis_uses_the_memory_window_per_key() -> None:
-    factory = ClientBucketFactory(Rate(2, MINUTE_MS), "unused:", redis_timeout_seconds=0.1)
-    limiter = Limiter(factory)
-    outcomes = []
-    for key in ["a", "a", "a", "b"]:
-        acquired = limiter.try_acquire(key, blocking=False)
-        assert not isinstance(acquired, bool)
-        outcomes.append(await acquired)
-        verdict = current_verdict()
-        assert verdict is not None
-        assert not verdict.shared
-    assert outcomes == [True, True, False, True]
+    assert (len(unavailable), len(recovered)) == (2, 1)
+    assert metrics.registry.get_sample_value("event_tracker_ingest_rate_limit_redis_up") == 0

@@ -5,11 +5,24 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure
+from bson.errors import InvalidDocument
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    InvalidOperation,
+    OperationFailure,
+    PyMongoError,
+)
 
 from processor.bulk_writer import BulkWriter, RetryPolicy, WriteOutcome
 
 FAST_RETRY = RetryPolicy(first_delay=0.01, max_delay=0.02, give_up_after=0.1)
+
+
+async def write(writer: BulkWriter[str], key: str) -> WriteOutcome:
+    """One document's outcome."""
+    [outcome] = await writer.write_many([key])
+    return outcome
 
 
 class Store:
@@ -41,7 +54,7 @@ class Store:
 async def test_full_group_is_written_at_once() -> None:
     store = Store()
     writer = BulkWriter(store.insert_many, batch_size=3, max_wait=60)
-    outcomes = await asyncio.gather(*(writer.write(key) for key in "abc"))
+    outcomes = await asyncio.gather(*(write(writer, key) for key in "abc"))
     assert outcomes == [WriteOutcome.STORED] * 3
     assert store.calls == [["a", "b", "c"]]
 
@@ -49,7 +62,9 @@ async def test_full_group_is_written_at_once() -> None:
 async def test_partial_group_is_written_after_max_wait() -> None:
     store = Store()
     writer = BulkWriter(store.insert_many, batch_size=100, max_wait=0.05)
-    outcomes = list(await asyncio.wait_for(asyncio.gather(writer.write("a"), writer.write("b")), 5))
+    outcomes = list(
+        await asyncio.wait_for(asyncio.gather(write(writer, "a"), write(writer, "b")), 5)
+    )
     assert outcomes == [WriteOutcome.STORED] * 2
     assert store.calls == [["a", "b"]]
 
@@ -58,7 +73,7 @@ async def test_duplicates_are_reported_and_others_still_stored() -> None:
     store = Store()
     store.keys.add("b")
     writer = BulkWriter(store.insert_many, batch_size=3, max_wait=60)
-    outcomes = await asyncio.gather(*(writer.write(key) for key in "abc"))
+    outcomes = await asyncio.gather(*(write(writer, key) for key in "abc"))
     assert outcomes == [WriteOutcome.STORED, WriteOutcome.DUPLICATE, WriteOutcome.STORED]
     assert store.keys == {"a", "b", "c"}
 
@@ -67,7 +82,7 @@ async def test_refused_document_is_rejected_without_blocking_the_group() -> None
     store = Store()
     store.refuse.add("b")
     writer = BulkWriter(store.insert_many, batch_size=3, max_wait=60)
-    outcomes = await asyncio.gather(*(writer.write(key) for key in "abc"))
+    outcomes = await asyncio.gather(*(write(writer, key) for key in "abc"))
     assert outcomes == [WriteOutcome.STORED, WriteOutcome.REJECTED, WriteOutcome.STORED]
 
 
@@ -75,7 +90,7 @@ async def test_transient_failure_is_retried_until_it_succeeds() -> None:
     store = Store()
     store.outages = 2
     writer = BulkWriter(store.insert_many, batch_size=2, max_wait=60, retry=FAST_RETRY)
-    outcomes = list(await asyncio.gather(writer.write("a"), writer.write("b")))
+    outcomes = list(await asyncio.gather(write(writer, "a"), write(writer, "b")))
     assert outcomes == [WriteOutcome.STORED] * 2
     assert len(store.calls) == 3
 
@@ -84,16 +99,72 @@ async def test_lasting_outage_gives_up_with_retry_later() -> None:
     store = Store()
     store.outages = 1_000
     writer = BulkWriter(store.insert_many, batch_size=1, max_wait=60, retry=FAST_RETRY)
-    assert await writer.write("a") is WriteOutcome.RETRY_LATER
+    assert await write(writer, "a") is WriteOutcome.RETRY_LATER
     assert store.keys == set()
 
 
-async def test_non_transient_server_error_rejects_the_group() -> None:
-    async def refuse(_: Sequence[str]) -> None:
-        raise OperationFailure("bad document", code=2)
+@pytest.mark.parametrize(
+    "outage",
+    [
+        OperationFailure("no space left on device", code=14031),
+        OperationFailure("authentication failed", code=18),
+        InvalidOperation("cannot use MongoClient after close"),
+    ],
+    ids=["disk-full", "auth-after-rotation", "invalid-operation"],
+)
+async def test_server_errors_outside_documents_are_outages_not_bad_documents(
+    outage: PyMongoError,
+) -> None:
+    """Only per-document write errors are permanent; the rest is retried, then requeued."""
+    calls = 0
 
-    writer = BulkWriter(refuse, batch_size=1, max_wait=60, retry=FAST_RETRY)
-    assert await writer.write("a") is WriteOutcome.REJECTED
+    async def failing(_: Sequence[str]) -> None:
+        nonlocal calls
+        calls += 1
+        raise outage
+
+    writer = BulkWriter(failing, batch_size=2, max_wait=60, retry=FAST_RETRY)
+    outcomes = await writer.write_many(["a", "b"])
+    assert outcomes == [WriteOutcome.RETRY_LATER] * 2
+    assert calls > 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [InvalidDocument("key must not contain NUL"), OverflowError("8-byte ints"), ValueError("x")],
+)
+async def test_an_error_that_is_not_the_databases_rejects_only_its_document(
+    error: Exception,
+) -> None:
+    """Encoding errors and bugs are narrowed down by halves to the document causing them."""
+    store = Store()
+
+    async def one_poison(documents: Sequence[str]) -> None:
+        if "poison" in documents:
+            raise error
+        await store.insert_many(documents)
+
+    writer = BulkWriter(one_poison, batch_size=8, max_wait=60, retry=FAST_RETRY)
+    keys = ["a", "b", "c", "poison", "d", "e", "f", "g"]
+    outcomes = await writer.write_many(keys)
+    assert outcomes[3] is WriteOutcome.REJECTED
+    assert outcomes[:3] + outcomes[4:] == [WriteOutcome.STORED] * 7
+    assert store.keys == set(keys) - {"poison"}
+
+
+async def test_every_outcome_resolves_when_the_group_is_cancelled() -> None:
+    started = asyncio.Event()
+
+    async def hangs(_: Sequence[str]) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    writer = BulkWriter(hangs, batch_size=2, max_wait=60)
+    waiting = asyncio.ensure_future(writer.write_many(["a", "b"]))
+    await asyncio.wait_for(started.wait(), 5)
+    for group in list(writer._groups):
+        group.cancel()
+    assert await asyncio.wait_for(waiting, 5) == [WriteOutcome.RETRY_LATER] * 2
 
 
 async def test_write_concern_error_rewrites_the_group_and_counts_repeats_as_duplicates() -> None:
@@ -109,7 +180,7 @@ async def test_write_concern_error_rewrites_the_group_and_counts_repeats_as_dupl
         await store.insert_many(documents)
 
     writer = BulkWriter(flaky_durability, batch_size=2, max_wait=60, retry=FAST_RETRY)
-    outcomes = list(await asyncio.gather(writer.write("a"), writer.write("b")))
+    outcomes = list(await asyncio.gather(write(writer, "a"), write(writer, "b")))
     assert outcomes == [WriteOutcome.DUPLICATE] * 2
     assert calls == 2
 
@@ -117,7 +188,7 @@ async def test_write_concern_error_rewrites_the_group_and_counts_repeats_as_dupl
 async def test_drain_writes_what_is_pending() -> None:
     store = Store()
     writer = BulkWriter(store.insert_many, batch_size=100, max_wait=60)
-    pending = asyncio.ensure_future(writer.write("a"))
+    pending = asyncio.ensure_future(write(writer, "a"))
     await asyncio.sleep(0)
     await asyncio.wait_for(writer.drain(), 5)
     assert await pending is WriteOutcome.STORED
@@ -128,7 +199,7 @@ async def test_groups_never_exceed_batch_size(size: int) -> None:
     store = Store()
     writer = BulkWriter(store.insert_many, batch_size=size, max_wait=0.01)
     keys = [str(i) for i in range(1_000)]
-    outcomes = await asyncio.gather(*(writer.write(key) for key in keys))
+    outcomes = await asyncio.gather(*(write(writer, key) for key in keys))
     assert set(outcomes) == {WriteOutcome.STORED}
     assert max(len(call) for call in store.calls) <= size
     assert sorted(key for call in store.calls for key in call) == sorted(keys)
@@ -142,7 +213,7 @@ async def test_give_up_after_is_wall_time_not_the_sum_of_sleeps() -> None:
     policy = RetryPolicy(first_delay=0.01, max_delay=0.01, give_up_after=0.3)
     writer = BulkWriter(slow_outage, batch_size=1, max_wait=60, retry=policy)
     started = time.monotonic()
-    assert await writer.write("a") is WriteOutcome.RETRY_LATER
+    assert await write(writer, "a") is WriteOutcome.RETRY_LATER
     assert time.monotonic() - started < 1.0
 
 
@@ -151,7 +222,7 @@ async def test_shutdown_flushes_at_once_and_stops_retrying_soon() -> None:
     store.outages = 1_000
     patient = RetryPolicy(first_delay=0.01, max_delay=0.02, give_up_after=60)
     writer = BulkWriter(store.insert_many, batch_size=100, max_wait=60, retry=patient)
-    pending = asyncio.ensure_future(writer.write("a"))
+    pending = asyncio.ensure_future(write(writer, "a"))
     await asyncio.sleep(0.05)
     assert store.calls == []  # waiting for its group to fill or time out
 

@@ -2,7 +2,8 @@
 
 During an election the primary steps down and, for a few seconds, there is none: PyMongo's
 retryable writes retry an insert once, and what still fails reaches the bulk writer as one of
-the errors below. Each must be retried, never turned into a dead-lettered event.
+the errors below: an outage as a whole, or per-document write errors of an unordered insert
+the step-down interrupted. Each must be retried, never turned into a dead-lettered event.
 """
 
 from collections.abc import Sequence
@@ -48,7 +49,8 @@ async def _outcome_after_one(error: PyMongoError) -> WriteOutcome:
             raise failures.pop()
 
     writer = BulkWriter(insert_many, batch_size=1, max_wait=60, retry=FAST_RETRY)
-    return await writer.write("event")
+    [outcome] = await writer.write_many(["event"])
+    return outcome
 
 
 @pytest.mark.parametrize(

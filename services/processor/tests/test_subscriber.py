@@ -1,29 +1,47 @@
-"""The subscriber on FastStream's in-memory broker, writing to a real database."""
+"""The subscriber on FastStream's in-memory broker, writing to a real database.
 
+Each message kind (one event, a group of events), each way a message is settled, what
+is logged and counted.
+"""
+
+import json
+import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 from faststream import BaseMiddleware, StreamMessage
 from faststream.message import AckStatus
 from faststream.rabbit import RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.testing import TestRabbitBroker
+from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.database import AsyncDatabase
 
-from activity_contract.events import ActivityIn
+from activity_contract.events import ActivityGroupMessage, ActivityIn, ActivityMessage
 from activity_contract.testing import event_payload
-from activity_contract.topology import ACTIVITY_QUEUE
+from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
 from processor.app import build_broker, bulk_writer
-from processor.documents import Activity, init_documents, mongo_client
+from processor.documents import Activity, ActivityStore, init_documents, mongo_client
+from processor.metrics import ProcessorMetrics
 from processor.settings import ProcessorSettings
 
 pytestmark = pytest.mark.integration
 
 
-class Settled(list[AckStatus | None]):
-    """How each consumed message was settled, in order."""
+@dataclass
+class Outcomes:
+    """How each consumed message was settled, and what reached the dead-letter queue."""
+
+    settled: list[AckStatus | None] = field(default_factory=list)
+    dead_letters: list[RabbitMessage] = field(default_factory=list)
+
+    def reasons(self) -> list[str]:
+        return [m.headers["x-dead-letter-reason"] for m in self.dead_letters]
 
 
 @pytest.fixture
@@ -36,16 +54,18 @@ async def database(
 
 
 @pytest.fixture
-async def broker(database: AsyncDatabase[dict[str, object]]) -> AsyncIterator[RabbitBroker]:
-    settings = ProcessorSettings.model_construct(processor_batch_wait_ms=5)
-    broker = build_broker(settings, bulk_writer(settings))
-    async with TestRabbitBroker(broker) as test_broker:
-        yield test_broker
+def metrics() -> ProcessorMetrics:
+    return ProcessorMetrics(CollectorRegistry())
 
 
 @pytest.fixture
-def settled(broker: RabbitBroker) -> Settled:
-    record = Settled()
+async def outcomes_and_broker(
+    database: AsyncDatabase[dict[str, object]], metrics: ProcessorMetrics
+) -> AsyncIterator[tuple[Outcomes, RabbitBroker]]:
+    settings = ProcessorSettings.model_construct(processor_batch_wait_ms=5)
+    store = ActivityStore(database, metrics)
+    broker = build_broker(settings, store, bulk_writer(settings, store, metrics), metrics)
+    outcomes = Outcomes()
 
     class RecordSettlement(BaseMiddleware):
         async def consume_scope(
@@ -56,61 +76,236 @@ def settled(broker: RabbitBroker) -> Settled:
             try:
                 return await call_next(msg)
             finally:
-                record.append(msg.committed)
+                if msg.raw_message.routing_key == ACTIVITY_QUEUE:
+                    outcomes.settled.append(msg.committed)
 
     broker.insert_middleware(RecordSettlement)
-    return record
+
+    async def as_it_came(message: StreamMessage[Any]) -> bytes:
+        return message.body  # dead letters need not be JSON
+
+    @broker.subscriber(DEAD_LETTER_QUEUE, decoder=as_it_came)
+    async def dead_letter(body: bytes, message: RabbitMessage) -> None:
+        outcomes.dead_letters.append(message)
+
+    async with TestRabbitBroker(broker) as test_broker:
+        yield outcomes, test_broker
 
 
-def message_body(**overrides: Any) -> dict[str, Any]:
-    event = ActivityIn.model_validate(event_payload(**overrides))
-    return event.to_message(datetime.now(UTC)).model_dump(mode="json")
+@pytest.fixture
+def outcomes(outcomes_and_broker: tuple[Outcomes, RabbitBroker]) -> Outcomes:
+    return outcomes_and_broker[0]
 
 
-async def test_valid_message_is_stored_then_acked(broker: RabbitBroker, settled: Settled) -> None:
-    body = message_body(metadata={"k": [1, 2]})
-    await broker.publish(body, queue=ACTIVITY_QUEUE)
-    stored = await Activity.get(UUID(body["event_id"]))
+@pytest.fixture
+def broker(outcomes_and_broker: tuple[Outcomes, RabbitBroker]) -> RabbitBroker:
+    return outcomes_and_broker[1]
+
+
+def event(**overrides: Any) -> ActivityMessage:
+    received = datetime.now(UTC) - timedelta(seconds=2)
+    return ActivityIn.model_validate(event_payload(**overrides)).to_message(received)
+
+
+def value(metrics: ProcessorMetrics, name: str, **labels: str) -> float:
+    found = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+async def test_one_event_message_is_stored_then_acked(
+    broker: RabbitBroker, outcomes: Outcomes
+) -> None:
+    one = event(metadata={"k": [1, 2]})
+    await broker.publish(one.model_dump(mode="json"), queue=ACTIVITY_QUEUE)
+    stored = await Activity.get(one.event_id)
     assert stored is not None
-    assert stored.user_id == body["user_id"]
+    assert stored.user_id == one.user_id
     assert stored.metadata == {"k": [1, 2]}
     assert stored.redelivered is False
     assert stored.processed_at >= stored.received_at
-    assert settled == [AckStatus.ACKED]
+    assert outcomes.settled == [AckStatus.ACKED]
 
 
-async def test_duplicate_is_acked_and_stored_once(broker: RabbitBroker, settled: Settled) -> None:
-    body = message_body()
+async def test_group_message_stores_each_event_then_acks_once(
+    broker: RabbitBroker, outcomes: Outcomes, metrics: ProcessorMetrics
+) -> None:
+    events = [event(user_id=f"user-{i}") for i in range(5)]
+    group = ActivityGroupMessage(group_id=uuid.uuid4(), events=events)
+    await broker.publish(group.model_dump(mode="json"), queue=ACTIVITY_QUEUE)
+    for each in events:
+        stored = await Activity.get(each.event_id)
+        assert stored is not None
+        assert stored.user_id == each.user_id
+    assert outcomes.settled == [AckStatus.ACKED]
+    assert value(metrics, "event_tracker_processor_events_persisted_total") == 5
+    assert value(metrics, "event_tracker_processor_events_consumed_total") == 5
+
+
+async def test_redelivered_group_stores_nothing_twice(
+    broker: RabbitBroker, outcomes: Outcomes, metrics: ProcessorMetrics
+) -> None:
+    events = [event() for _ in range(3)]
+    group = ActivityGroupMessage(group_id=uuid.uuid4(), events=events).model_dump(mode="json")
+    await broker.publish(group, queue=ACTIVITY_QUEUE)
+    await broker.publish(group, queue=ACTIVITY_QUEUE)
+    ids = [each.event_id for each in events]
+    assert await Activity.find({"_id": {"$in": ids}}).count() == 3
+    assert value(metrics, "event_tracker_processor_events_duplicate_total") == 3
+    assert outcomes.settled == [AckStatus.ACKED] * 2
+
+
+async def test_duplicate_is_acked_and_stored_once(broker: RabbitBroker, outcomes: Outcomes) -> None:
+    body = event().model_dump(mode="json")
     for _ in range(3):
         await broker.publish(body, queue=ACTIVITY_QUEUE)
     assert await Activity.find(Activity.id == UUID(body["event_id"])).count() == 1
-    assert settled == [AckStatus.ACKED] * 3
+    assert outcomes.settled == [AckStatus.ACKED] * 3
+
+
+async def test_an_unknown_field_is_ignored(broker: RabbitBroker, outcomes: Outcomes) -> None:
+    """Tolerant reader: a newer producer may add fields (rolling upgrades)."""
+    one = event()
+    await broker.publish(
+        {**one.model_dump(mode="json"), "added_by_a_newer_ingest": {"x": 1}}, queue=ACTIVITY_QUEUE
+    )
+    assert await Activity.get(one.event_id) is not None
+    assert outcomes.settled == [AckStatus.ACKED]
+    assert outcomes.dead_letters == []
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "reason"),
     [
-        b"not json",
-        b"{}",
-        {"event_id": str(uuid4()), "user_id": "u"},
-        {**message_body(), "schema_version": 2},
-        {**message_body(), "event_type": "9 bad"},
+        (b"not json", "invalid"),
+        (b"{}", "invalid"),
+        (json.dumps({"event_id": str(uuid.uuid4()), "user_id": "u"}).encode(), "invalid"),
+        ({"event_type": "9 bad"}, "invalid"),
+        ({"metadata": {"a\u0000b": 1}}, "invalid"),
+        ({"metadata": {"n": 1180591620717411303424}}, "invalid"),
+        ({"schema_version": 2}, "unknown_schema_version"),
+        ({"schema_version": 2, "event_type": None}, "unknown_schema_version"),
     ],
-    ids=["not-json", "empty-object", "missing-fields", "unknown-version", "bad-event-type"],
+    ids=[
+        "not-json",
+        "empty-object",
+        "missing-fields",
+        "bad-event-type",
+        "nul-in-key",
+        "int-beyond-64-bits",
+        "unknown-version",
+        "unknown-version-other-shape",
+    ],
 )
-async def test_undecodable_or_invalid_message_is_rejected(
-    broker: RabbitBroker, settled: Settled, body: object
+async def test_undecodable_or_invalid_message_is_dead_lettered_with_its_reason(
+    broker: RabbitBroker,
+    outcomes: Outcomes,
+    metrics: ProcessorMetrics,
+    body: bytes | dict[str, Any],
+    reason: str,
 ) -> None:
-    await broker.publish(body, queue=ACTIVITY_QUEUE)
-    assert settled == [AckStatus.REJECTED]
+    if isinstance(body, dict):
+        body = {**event().model_dump(mode="json"), **body}
+    await broker.publish(body, queue=ACTIVITY_QUEUE, correlation_id="req-bad")
+    assert outcomes.settled == [AckStatus.ACKED]  # settled: it sits in the DLQ now
+    assert outcomes.reasons() == [reason]
+    assert outcomes.dead_letters[0].correlation_id == "req-bad"
     assert await Activity.count() == 0
+    assert value(metrics, "event_tracker_processor_events_dead_lettered_total", reason=reason)
+
+
+async def test_an_event_the_database_refuses_is_dead_lettered_alone(
+    broker: RabbitBroker, outcomes: Outcomes, database: AsyncDatabase[dict[str, object]]
+) -> None:
+    """Only the refused event of a group goes to the DLQ; its neighbours are stored."""
+    await database.command("collMod", "activities", validator={"user_id": {"$ne": "refused"}})
+    good = [event() for _ in range(3)]
+    bad = event(user_id="refused")
+    group = ActivityGroupMessage(group_id=uuid.uuid4(), events=[good[0], bad, *good[1:]])
+    await broker.publish(group.model_dump(mode="json"), queue=ACTIVITY_QUEUE)
+    for each in good:
+        assert await Activity.get(each.event_id) is not None
+    assert await Activity.get(bad.event_id) is None
+    assert outcomes.settled == [AckStatus.ACKED]
+    assert outcomes.reasons() == ["refused"]
+    [dead] = outcomes.dead_letters
+    assert dead.message_id == str(bad.event_id)
+    assert ActivityMessage.model_validate_json(dead.body).event_id == bad.event_id
 
 
 async def test_processing_continues_after_a_poison_message(
-    broker: RabbitBroker, settled: Settled
+    broker: RabbitBroker, outcomes: Outcomes
 ) -> None:
     await broker.publish(b"\x00garbage", queue=ACTIVITY_QUEUE)
-    body = message_body()
-    await broker.publish(body, queue=ACTIVITY_QUEUE)
-    assert settled == [AckStatus.REJECTED, AckStatus.ACKED]
-    assert await Activity.get(UUID(body["event_id"])) is not None
+    one = event()
+    await broker.publish(one.model_dump(mode="json"), queue=ACTIVITY_QUEUE)
+    assert outcomes.settled == [AckStatus.ACKED, AckStatus.ACKED]
+    assert outcomes.reasons() == ["invalid"]
+    assert await Activity.get(one.event_id) is not None
+
+
+async def test_a_reused_event_id_with_other_content_is_counted_and_logged(
+    broker: RabbitBroker,
+    metrics: ProcessorMetrics,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = event(user_id="alice", metadata={"secret": "do-not-log"})
+    await broker.publish(first.model_dump(mode="json"), queue=ACTIVITY_QUEUE)
+    await broker.publish(first.model_dump(mode="json"), queue=ACTIVITY_QUEUE)  # a redelivery
+    assert value(metrics, "event_tracker_processor_events_conflicting_total") == 0
+    other = first.model_copy(update={"user_id": "mallory", "metadata": {"other": 1}})
+    await broker.publish(other.model_dump(mode="json"), queue=ACTIVITY_QUEUE)
+
+    stored = await Activity.get(first.event_id)
+    assert stored is not None
+    assert stored.user_id == "alice"  # first write wins
+    assert value(metrics, "event_tracker_processor_events_conflicting_total") == 1
+    [warning] = [r for r in caplog.records if "reused" in r.getMessage()]
+    assert warning.__dict__["event_id"] == str(first.event_id)
+    assert (warning.__dict__["stored_user_id"], warning.__dict__["user_id"]) == (
+        "alice",
+        "mallory",
+    )
+    assert "do-not-log" not in caplog.text
+
+
+async def test_stored_event_logs_request_id_and_counts(
+    broker: RabbitBroker, metrics: ProcessorMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="processor")
+    one = event(metadata={"secret": "do-not-log"})
+    await broker.publish(one.model_dump(mode="json"), ACTIVITY_QUEUE, correlation_id="req-1")
+    await broker.publish(one.model_dump(mode="json"), ACTIVITY_QUEUE, correlation_id="req-2")
+
+    stored = [record for record in caplog.records if record.getMessage() == "event stored"]
+    assert [(r.__dict__["request_id"], r.__dict__["outcome"]) for r in stored] == [
+        ("req-1", "stored"),
+        ("req-2", "duplicate"),
+    ]
+    assert all(record.__dict__["event_id"] == str(one.event_id) for record in stored)
+    assert "do-not-log" not in caplog.text
+    assert value(metrics, "event_tracker_processor_events_persisted_total") == 1
+    assert value(metrics, "event_tracker_processor_events_duplicate_total") == 1
+    assert value(metrics, "event_tracker_processor_bulk_write_size_count") == 2
+    assert value(metrics, "event_tracker_processor_end_to_end_latency_seconds_count") == 1
+    assert value(metrics, "event_tracker_processor_end_to_end_latency_seconds_sum") >= 2
+    handler = {
+        "app_name": "processor",
+        "broker": "rabbitmq",
+        "handler": f"default.{ACTIVITY_QUEUE}",
+    }
+    assert value(metrics, "event_tracker_processor_received_messages_total", **handler) == 2
+
+
+async def test_group_events_log_their_own_request_ids(
+    broker: RabbitBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="processor")
+    now = datetime.now(UTC)
+    events = [
+        ActivityIn.model_validate(event_payload()).to_message(now, request_id=f"req-{i}")
+        for i in range(2)
+    ]
+    group = ActivityGroupMessage(group_id=uuid.uuid4(), events=events)
+    await broker.publish(group.model_dump(mode="json"), ACTIVITY_QUEUE)
+    stored = [record for record in caplog.records if record.getMessage() == "event stored"]
+    assert sorted(r.__dict__["request_id"] for r in stored) == ["req-0", "req-1"]

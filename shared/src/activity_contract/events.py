@@ -1,10 +1,15 @@
-"""The only event schema: HTTP input (`ActivityIn`), queue message, read model."""
+"""The event schemas: the HTTP input, the message kinds on the queue, the read model.
+
+Every rule an event must meet lives here once, so that nothing ingest accepts can fail
+the processor's validation of the same event, nor the database's encoding of it.
+"""
 
 import json
+import math
 import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from pydantic import (
@@ -13,39 +18,93 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     JsonValue,
     StringConstraints,
+    Tag,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
 )
 
 MAX_USER_ID_LENGTH = 128
 MAX_EVENT_TYPE_LENGTH = 64
+EVENT_TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]*$"
 MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 8
 MAX_FUTURE_SKEW = timedelta(hours=24)
 MAX_BATCH_EVENTS = 500
+# The message schema version this code writes and reads.
+SCHEMA_VERSION = 1
+# MongoDB stores integers as signed 64-bit at most (BSON int64).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Unicode categories refused in user ids: control (Cc), format (Cf: zero-width and
+# bidirectional overrides), line and paragraph separators (Zl, Zp). Look-alike ids and
+# ids that break log lines are refused.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
-def _no_control_characters(value: str) -> str:
-    if any(unicodedata.category(char) == "Cc" for char in value):
-        raise ValueError("must not contain control characters")
+def _visible_characters_only(value: str) -> str:
+    if not value.isprintable() and any(
+        unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in value
+    ):
+        raise ValueError(
+            "must not contain control, format (zero-width, bidirectional) or separator characters"
+        )
     return value
 
 
-def _depth(value: JsonValue) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(item) for item in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(item) for item in value), default=0)
-    return 0
+def _check_json_values(value: JsonValue) -> None:
+    """Refuse what MongoDB cannot store or JSON cannot express; enforce the depth limit.
+
+    Iterative, so a deep value cannot exhaust the stack before its depth is refused.
+    """
+    stack: list[tuple[JsonValue, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > MAX_METADATA_DEPTH:
+                raise ValueError(f"must be at most {MAX_METADATA_DEPTH} levels deep")
+            for key, child in item.items():
+                if "\x00" in key:
+                    raise ValueError(f"keys must not contain the NUL character: {key!r}")
+                if isinstance(child, dict | list):
+                    stack.append((child, depth + 1))
+                else:
+                    _check_scalar(child)
+        elif isinstance(item, list):
+            if depth > MAX_METADATA_DEPTH:
+                raise ValueError(f"must be at most {MAX_METADATA_DEPTH} levels deep")
+            for child in item:
+                if isinstance(child, dict | list):
+                    stack.append((child, depth + 1))
+                else:
+                    _check_scalar(child)
 
 
-def _bounded_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+def _check_scalar(value: JsonValue) -> None:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite (NaN, Infinity and overflowing numbers)")
+    elif (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not INT64_MIN <= value <= INT64_MAX
+    ):
+        raise ValueError("integers must fit in a signed 64-bit integer")
+
+
+def metadata_size(value: dict[str, JsonValue]) -> int:
+    """Bytes of `value` as compact UTF-8 JSON: the one measure both services apply."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _storable_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    _check_json_values(value)
+    size = metadata_size(value)
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes serialized, got {size}")
-    if _depth(value) > MAX_METADATA_DEPTH:
-        raise ValueError(f"must be at most {MAX_METADATA_DEPTH} levels deep")
     return value
 
 
@@ -62,34 +121,48 @@ def _rfc3339_text(value: object) -> object:
 
 
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-def _not_far_future(value: datetime) -> datetime:
-    if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
-        raise ValueError("must be at most 24 hours in the future")
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError("is outside the years 1 to 9999 once converted to UTC") from None
 
 
 UserId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_USER_ID_LENGTH),
-    AfterValidator(_no_control_characters),
-    Field(description="The user the event belongs to: 1-128 characters, no control characters."),
+    AfterValidator(_visible_characters_only),
+    Field(
+        description="The user the event belongs to: 1-128 characters after trimming; no "
+        "control, format or line-separator characters."
+    ),
 ]
 EventType = Annotated[
     str,
-    StringConstraints(
-        min_length=1, max_length=MAX_EVENT_TYPE_LENGTH, pattern=r"^[A-Za-z][A-Za-z0-9_.:-]*$"
-    ),
+    StringConstraints(min_length=1, max_length=MAX_EVENT_TYPE_LENGTH, pattern=EVENT_TYPE_PATTERN),
     Field(description="What happened, for example `page_view` or `cart:add`."),
 ]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+# A date-time a client sends: RFC 3339 text with an offset, in the years 1-9999 in UTC.
+Rfc3339Datetime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_utc)]
 Metadata = Annotated[
     dict[str, JsonValue],
-    AfterValidator(_bounded_metadata),
-    Field(description="Free-form JSON object: at most 16 KiB serialized, 8 levels deep."),
+    AfterValidator(_storable_metadata),
+    Field(
+        description="Free-form JSON object: at most 16 KiB serialized, 8 levels deep; "
+        "numbers finite, integers within signed 64 bits, keys without NUL."
+    ),
 ]
+
+
+def corrected_timestamp(timestamp: datetime, sent_at: datetime, received_at: datetime) -> datetime:
+    """The client's `timestamp` moved by its clock's offset: received_at - (sent_at - timestamp).
+
+    Raises `ValueError` when the result is outside the representable years.
+    """
+    try:
+        return received_at - (sent_at - timestamp)
+    except OverflowError:
+        raise ValueError("is outside the years 1 to 9999 once corrected by sent_at") from None
 
 
 class ActivityIn(BaseModel):
@@ -99,29 +172,56 @@ class ActivityIn(BaseModel):
 
     event_id: UUID | None = Field(
         default=None,
-        description="Client idempotency key; the server assigns a UUID when absent.",
+        description="Client idempotency key; the server assigns a UUID when absent. "
+        "Retry with the same id: an id is stored once, the first content wins.",
     )
     user_id: UserId
     event_type: EventType
-    timestamp: (
-        Annotated[UtcDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_not_far_future)]
-        | None
-    ) = Field(
+    sent_at: Rfc3339Datetime | None = Field(
         default=None,
-        description="When it happened (RFC 3339 with offset, at most 24 h ahead); "
-        "defaults to the time received.",
+        description="The client's clock when it sent the request (RFC 3339 with offset). "
+        "With it the server corrects `timestamp` for the client's clock offset: "
+        "timestamp = received_at - (sent_at - timestamp).",
+    )
+    timestamp: Rfc3339Datetime | None = Field(
+        default=None,
+        description="When it happened (RFC 3339 with offset, at most 24 h ahead once "
+        "corrected); defaults to the time received.",
     )
     metadata: Metadata = Field(default_factory=dict)
 
-    def to_message(self, received_at: datetime) -> "ActivityMessage":
+    @field_validator("timestamp")
+    @classmethod
+    def _not_far_future(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is None:
+            return value
+        # The request's receipt time when the caller passes it, so one clock reading
+        # serves the check and the correction (`to_message`).
+        now = (info.context or {}).get("received_at") or datetime.now(UTC)
+        sent_at = info.data.get("sent_at")
+        effective = value if sent_at is None else corrected_timestamp(value, sent_at, now)
+        if effective > now + MAX_FUTURE_SKEW:
+            corrected = "" if sent_at is None else " once corrected by sent_at"
+            raise ValueError(f"must be at most 24 hours in the future{corrected}")
+        return value
+
+    def to_message(self, received_at: datetime, request_id: str | None = None) -> "ActivityMessage":
         """The queue message for this event, with its final id and timestamp."""
+        timestamp, original = received_at, None
+        if self.timestamp is not None:
+            timestamp = self.timestamp
+            if self.sent_at is not None:
+                original = self.timestamp
+                timestamp = corrected_timestamp(self.timestamp, self.sent_at, received_at)
         return ActivityMessage(
             event_id=self.event_id or uuid4(),
             user_id=self.user_id,
             event_type=self.event_type,
-            timestamp=self.timestamp or received_at,
+            timestamp=timestamp,
+            original_timestamp=original,
             metadata=self.metadata,
             received_at=received_at,
+            request_id=request_id,
         )
 
 
@@ -134,17 +234,63 @@ class ActivityBatchIn(BaseModel):
 
 
 class ActivityMessage(BaseModel):
-    """The message on queue `user_activities`: a validated event plus receipt data."""
+    """One event on queue `user_activities`: a validated event plus receipt data.
 
-    model_config = ConfigDict(extra="forbid")
+    Travels alone (message kind `activity`) or inside an `ActivityGroupMessage`. Readers
+    are tolerant: unknown fields are ignored, so a newer producer may add some.
+    """
 
-    event_id: UUID = Field(description="Event identity; also the AMQP `message_id`.")
+    model_config = ConfigDict(extra="ignore")
+
+    event_id: UUID = Field(description="Event identity; the stored `_id`.")
     user_id: UserId
     event_type: EventType
-    timestamp: UtcDatetime = Field(description="When the event happened, UTC.")
+    timestamp: UtcDatetime = Field(description="When the event happened, UTC (corrected).")
+    original_timestamp: UtcDatetime | None = Field(
+        default=None,
+        description="The client's own `timestamp` when it sent `sent_at` and the server "
+        "corrected it; absent otherwise.",
+    )
     metadata: Metadata = Field(default_factory=dict)
     received_at: UtcDatetime = Field(description="When ingest received the event, UTC.")
-    schema_version: Literal[1] = Field(default=1, description="Version of this message schema.")
+    request_id: str | None = Field(
+        default=None,
+        description="The HTTP request that carried the event. A one-event message also "
+        "carries it as the AMQP `correlation_id`.",
+    )
+    schema_version: int = Field(
+        default=SCHEMA_VERSION, description="Version of this message schema (1)."
+    )
+
+
+class ActivityGroupMessage(BaseModel):
+    """Several events in one message (kind `activity_group`), each keeping its own identity.
+
+    Ingest groups the events of a batch request, and of concurrent requests that share
+    one publish, so that RabbitMQ and the processor pay their per-message cost once.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    group_id: UUID = Field(description="The group's own id; also the AMQP `message_id`.")
+    events: list[ActivityMessage] = Field(min_length=1)
+    schema_version: int = Field(
+        default=SCHEMA_VERSION, description="Version of this message schema (1)."
+    )
+
+
+def _message_kind(value: Any) -> str:
+    has_events = "events" in value if isinstance(value, dict) else hasattr(value, "events")
+    return "activity_group" if has_events else "activity"
+
+
+# What the processor reads from the queue: either kind, told apart by the `events` field.
+QueueMessage = Annotated[
+    Annotated[ActivityMessage, Tag("activity")]
+    | Annotated[ActivityGroupMessage, Tag("activity_group")],
+    Discriminator(_message_kind),
+]
+QUEUE_MESSAGE: TypeAdapter[ActivityMessage | ActivityGroupMessage] = TypeAdapter(QueueMessage)
 
 
 class ActivityOut(BaseModel):
@@ -154,6 +300,7 @@ class ActivityOut(BaseModel):
     user_id: str
     event_type: str
     timestamp: datetime
+    original_timestamp: datetime | None = None
     metadata: dict[str, JsonValue]
     received_at: datetime
     processed_at: datetime

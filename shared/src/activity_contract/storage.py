@@ -5,6 +5,9 @@ constants only, so the contract stays free of any database driver.
 """
 
 ACTIVITIES_COLLECTION = "activities"
+# One document per erased user: `_id` = user id, `erased_at` = when (SPEC §3.3a). Events of
+# that user received before `erased_at` are deleted and never stored again.
+ERASURES_COLLECTION = "erasures"
 
 # Serves the read API: one user's events, newest first, ties broken by event id.
 USER_TIMELINE_INDEX = "user_timeline"

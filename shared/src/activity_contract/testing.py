@@ -77,10 +77,16 @@ class PostOutcome:
 class SecantusServer:
     """A SecantusDB server (MongoDB wire protocol, WiredTiger storage) in a child process."""
 
-    def __init__(self, storage_path: Path, *, sync_on_commit: bool = True) -> None:
-        """Prepare a server storing under `storage_path`; `start()` runs it."""
+    def __init__(
+        self, storage_path: Path, *, sync_on_commit: bool = True, test_commands: bool = False
+    ) -> None:
+        """Prepare a server storing under `storage_path`; `start()` runs it.
+
+        `test_commands` enables mongod's test-only commands, `configureFailPoint` above all.
+        """
         self.storage_path = storage_path
         self.sync_on_commit = sync_on_commit
+        self.test_commands = test_commands
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -105,6 +111,8 @@ class SecantusServer:
         ]
         if self.sync_on_commit:
             command.append("--sync-on-commit")
+        if self.test_commands:
+            command.append("--enable-test-commands")
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         wait_for_port("127.0.0.1", self.port)
         return self

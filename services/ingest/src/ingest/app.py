@@ -6,39 +6,60 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
+from activity_contract.events import ActivityBatchIn, ActivityIn
 from activity_contract.settings import load_settings
-from ingest.access_log import AccessLogMiddleware
-from ingest.auth import ApiKeys, require_ingest_key, require_read_key
-from ingest.errors import install_error_handlers
-from ingest.metrics import IngestMetrics, instrument_http
+from ingest.auth import ApiKeys
+from ingest.deps import require_admin_key, require_ingest_key, require_read_key
+from ingest.erasures import ActivityEraser
+from ingest.http.access_log import AccessLogMiddleware
+from ingest.http.errors import UnexpectedErrorMiddleware, install_error_handlers
+from ingest.http.json_bodies import document_request_bodies
+from ingest.http.metrics import HttpMetricsMiddleware
+from ingest.http.request_guards import BATCH_MAX_BYTES, SINGLE_EVENT_MAX_BYTES, JsonBodyGuard
+from ingest.http.request_ids import RequestIdMiddleware, install_log_record_request_ids
+from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
-from ingest.rate_limit import IngestRateLimiter
+from ingest.rate_limit import ClientIdentity, ClientRateLimiter, SharedWindows
 from ingest.reads import ActivityReader
-from ingest.request_guards import BATCH_MAX_BYTES, SINGLE_EVENT_MAX_BYTES, JsonBodyGuard
-from ingest.request_id import RequestIdMiddleware
 from ingest.routes import activities, health, users
 from ingest.settings import IngestSettings
-
-API_PREFIX = "/api/v1"
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
     """Build the ingest app; with no settings, read them from the environment."""
     settings = settings or load_settings(IngestSettings)
+    install_log_record_request_ids()
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
     publisher = ActivityPublisher(settings, metrics)
-    rate_limiter = IngestRateLimiter(settings)
+    shared_windows = SharedWindows(
+        settings.redis_url,
+        settings.rate_limit_key_prefix,
+        settings.redis_timeout_seconds,
+        metrics,
+    )
+    identity = ClientIdentity(
+        settings.trusted_proxies, settings.rate_limit_ipv4_prefix, settings.rate_limit_ipv6_prefix
+    )
+    write_limit = ClientRateLimiter("write", settings.rate_limit, shared_windows, identity, metrics)
+    read_limit = ClientRateLimiter(
+        "read", settings.read_rate_limit, shared_windows, identity, metrics
+    )
+    # Erasure has a budget of its own (the read rule), so admin keys cannot be guessed fast.
+    admin_limit = ClientRateLimiter(
+        "admin", settings.read_rate_limit, shared_windows, identity, metrics
+    )
     # The read API's own client; the write path never touches MongoDB.
     reader = (
         ActivityReader(settings.mongodb_url, settings.mongodb_database)
         if settings.mongodb_url
         else None
     )
+    eraser = ActivityEraser(reader.client, settings.mongodb_database) if reader else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await rate_limiter.start()
+        await shared_windows.start()
         try:
             await publisher.start()
             try:
@@ -46,7 +67,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             finally:
                 await publisher.stop()
         finally:
-            await rate_limiter.stop()
+            await shared_windows.stop()
             if reader is not None:
                 await reader.close()
 
@@ -59,29 +80,37 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.publisher = publisher
     app.state.reader = reader
+    app.state.eraser = eraser
     app.state.metrics = metrics
-    app.state.rate_limiter = rate_limiter
+    app.state.shared_windows = shared_windows
     app.state.ingest_api_keys = ApiKeys(settings.ingest_api_keys)
     app.state.read_api_keys = ApiKeys(settings.read_api_keys)
+    app.state.admin_api_keys = ApiKeys(settings.admin_api_keys)
     # Rate limit first, then the key: wrong keys spend the client's budget too, so keys
     # cannot be guessed faster than the limit. Health, metrics and docs are not limited.
     # Without INGEST_API_KEYS ingest is open, and its OpenAPI schema declares no security.
-    write_guards = [Depends(rate_limiter)]
+    # The routers carry their full path prefixes, so each route knows its whole template.
+    write_guards = [Depends(write_limit)]
     if settings.ingest_api_keys:
         write_guards.append(Depends(require_ingest_key))
-    app.include_router(activities.router, prefix=API_PREFIX, dependencies=write_guards)
-    app.include_router(users.router, prefix=API_PREFIX, dependencies=[Depends(require_read_key)])
+    app.include_router(activities.router, dependencies=write_guards)
+    app.include_router(users.router, dependencies=[Depends(read_limit), Depends(require_read_key)])
+    app.include_router(
+        users.erasure_router, dependencies=[Depends(admin_limit), Depends(require_admin_key)]
+    )
     app.include_router(health.router)
+    document_request_bodies(app, ActivityIn, ActivityBatchIn)
     install_error_handlers(app)
+    # Pure ASGI middleware; added last = outermost.
     app.add_middleware(
         JsonBodyGuard,
         limits={
-            f"{API_PREFIX}/activities": SINGLE_EVENT_MAX_BYTES,
-            f"{API_PREFIX}/activities/batch": BATCH_MAX_BYTES,
+            f"{activities.router.prefix}": SINGLE_EVENT_MAX_BYTES,
+            f"{activities.router.prefix}/batch": BATCH_MAX_BYTES,
         },
     )
-    # Added last = outermost: the request id exists before the access log and metrics run.
-    instrument_http(app, registry)
+    app.add_middleware(UnexpectedErrorMiddleware)
+    app.add_middleware(HttpMetricsMiddleware, registry=registry)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -1,18 +1,30 @@
-"""The FastStream publisher and its policy: persistent, confirmed, routed, or 503."""
+"""The FastStream publisher and its policy: grouped, persistent, confirmed, routed, or 503.
+
+Group commit: events of concurrent requests share one AMQP message and one publisher
+confirm. A request's events join the group being gathered; the group is published at the
+end of the event loop's current iteration when fewer than MAX_PUBLISHES_IN_FLIGHT
+publishes await their confirm, otherwise as soon as one of them is confirmed (or the
+group is full). Alone, a request is published at once; under load, groups grow to what
+arrives during one confirm round trip. A request is answered 202 only once the message
+carrying all its events is confirmed (SPEC §4).
+"""
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
+from uuid import UUID
 
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 from faststream.exceptions import IncorrectState
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 
-from activity_contract.events import ActivityMessage
+from activity_contract.events import SCHEMA_VERSION, ActivityMessage, QueueMessage
 from activity_contract.settings import BROKER_RECONNECT_SECONDS
-from activity_contract.topology import activity_queues
-from ingest.errors import BrokerUnavailableError
+from activity_contract.topology import PUBLISH_OPERATION, activity_queues
+from ingest.http.errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
 from ingest.settings import IngestSettings
 
@@ -32,12 +44,28 @@ PUBLISH_FAILURES = (
     IncorrectState,
 )
 READINESS_PING_SECONDS = 1.0
+# Publishes awaiting their confirm at once; more requests wait and join the next group.
+# Measured (bench/RESULTS.md): 2 keeps a confirm round trip of latency and groups large.
+MAX_PUBLISHES_IN_FLIGHT = 2
+# A group is published once it holds this many events or bytes, whatever is in flight.
+MAX_GROUP_EVENTS = 1000
+MAX_GROUP_BYTES = 4 * 1024 * 1024
 # A channel is opened afresh after a nacked publish at most this often.
 CHANNEL_RENEWAL_SECONDS = 1.0
 
 
+@dataclass
+class _Group:
+    """Events gathered for one message, and the futures of the requests waiting on it."""
+
+    events: list[bytes] = field(default_factory=list)  # each an ActivityMessage as JSON
+    messages: list[ActivityMessage] = field(default_factory=list)
+    size: int = 0
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+
 class ActivityPublisher:
-    """Publishes activity messages; returns only after RabbitMQ confirmed each one."""
+    """Publishes activity events; returns only after RabbitMQ confirmed the message."""
 
     def __init__(self, settings: IngestSettings, metrics: IngestMetrics) -> None:
         """Build the broker (not connected yet) from settings; count outcomes in `metrics`."""
@@ -59,11 +87,14 @@ class ActivityPublisher:
         self._publisher = self.broker.publisher(
             self._queues[-1],
             persist=True,
-            title="user_activities:publish",
-            description="Ingest publishes every accepted event here.",
-            schema=ActivityMessage,
+            title=PUBLISH_OPERATION.title,
+            description=PUBLISH_OPERATION.description,
+            schema=QueueMessage,
         )
         self._timeout = settings.publish_timeout_seconds
+        self._group = _Group()
+        self._flush_scheduled = False
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._renewal: asyncio.Task[None] | None = None
         self._renewed_at = 0.0
 
@@ -74,44 +105,98 @@ class ActivityPublisher:
             await self.broker.declare_queue(queue)
 
     async def stop(self) -> None:
-        """Close the connection."""
+        """Publish what is gathered, wait for the confirms in flight, close the connection."""
+        self._flush()
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=self._timeout)
+        if self._renewal is not None:
+            self._renewal.cancel()
         await self.broker.stop()
 
     async def is_connected(self) -> bool:
         """Whether the broker connection is usable right now."""
         return await self.broker.ping(timeout=READINESS_PING_SECONDS)
 
-    async def publish(self, message: ActivityMessage, request_id: str) -> None:
-        """Publish one message; raise `BrokerUnavailableError` unless it was confirmed."""
+    async def publish(self, messages: Sequence[ActivityMessage]) -> None:
+        """Publish the events of one request; `BrokerUnavailableError` unless confirmed.
+
+        Bounded by PUBLISH_TIMEOUT_SECONDS from the call, waiting for a group included.
+        """
+        waiter = asyncio.get_running_loop().create_future()
+        group = self._group
+        for message in messages:
+            body = message.model_dump_json(exclude_none=True).encode()
+            group.events.append(body)
+            group.size += len(body)
+        group.messages.extend(messages)
+        group.waiters.append(waiter)
+        if len(group.events) >= MAX_GROUP_EVENTS or group.size >= MAX_GROUP_BYTES:
+            self._flush()
+        elif not self._flush_scheduled and len(self._in_flight) < MAX_PUBLISHES_IN_FLIGHT:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
         try:
-            # The publish's own timeout covers only the wait for the confirm; waiting for a
-            # channel that is being restored is bounded by this outer one.
+            async with asyncio.timeout(self._timeout):
+                await asyncio.shield(waiter)
+        except PUBLISH_FAILURES as error:
+            self._metrics.publish_failures.labels(error_type=type(error).__name__).inc(
+                len(messages)
+            )
+            raise BrokerUnavailableError([message.event_id for message in messages]) from error
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        group = self._group
+        if not group.waiters:
+            return
+        self._group = _Group()
+        task = asyncio.create_task(self._publish_group(group))
+        self._in_flight.add(task)
+        task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._group.waiters and not self._flush_scheduled:
+            self._flush()
+
+    async def _publish_group(self, group: _Group) -> None:
+        first = group.messages[0]
+        if len(group.messages) == 1:  # the one-event kind: message_id is the event id
+            body, message_id = group.events[0], first.event_id
+        else:
+            message_id = uuid.uuid4()
+            body = _group_body(message_id, group.events)
+        request_ids = {message.request_id for message in group.messages}
+        try:
             async with asyncio.timeout(self._timeout):
                 await self._publisher.publish(
-                    message.model_dump_json().encode(),
-                    message_id=str(message.event_id),
-                    correlation_id=request_id,
+                    body,
+                    message_id=str(message_id),
+                    # A group of several requests has no one request id (each event
+                    # carries its own): it correlates by its own id.
+                    correlation_id=(first.request_id if len(request_ids) == 1 else str(message_id)),
                     content_type="application/json",
                     timeout=self._timeout,
                 )
         except PUBLISH_FAILURES as error:
-            self._metrics.publish_failures.labels(error_type=type(error).__name__).inc()
             logger.warning(
                 "publish failed",
                 extra={
-                    "request_id": request_id,
-                    "event_id": str(message.event_id),
+                    "message_id": str(message_id),
+                    "events": len(group.events),
                     "error_type": type(error).__name__,
                 },
             )
             if _is_nack(error):
                 self._renew_channel_soon()
-            raise BrokerUnavailableError from error
-        self._metrics.published.inc()
-        logger.debug(
-            "event published",
-            extra={"request_id": request_id, "event_id": str(message.event_id)},
-        )
+            _settle(group.waiters, error)
+            return
+        except BaseException as error:  # cancelled or a bug: never leave a request waiting
+            _settle(group.waiters, TimeoutError(f"publish did not complete: {error!r}"))
+            raise
+        self._metrics.published.inc(len(group.events))
+        self._metrics.events_per_message.observe(len(group.events))
+        _settle(group.waiters, None)
 
     def _renew_channel_soon(self) -> None:
         """Open the publishing channel afresh, once at a time, after the broker nacked.
@@ -140,16 +225,6 @@ class ActivityPublisher:
             return
         logger.info("publishing channel renewed after a nacked publish")
 
-    async def publish_many(self, messages: Sequence[ActivityMessage], request_id: str) -> None:
-        """Publish all messages concurrently and await their confirms together."""
-        results = await asyncio.gather(
-            *(self.publish(message, request_id) for message in messages),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
 
 def _is_nack(error: BaseException) -> bool:
     """Whether RabbitMQ refused the message (basic.nack), not returned it or timed out.
@@ -157,3 +232,24 @@ def _is_nack(error: BaseException) -> bool:
     aiormq raises DeliveryError for a nack and its subclass PublishError for a return.
     """
     return isinstance(error, DeliveryError) and not isinstance(error, PublishError)
+
+
+def _group_body(group_id: UUID, events: Sequence[bytes]) -> bytes:
+    """An `ActivityGroupMessage` as JSON, framing its events already serialized one by one.
+
+    Each event is serialized once, when its request arrives (its size bounds the group);
+    the group only frames them. A test validates the result against the model.
+    """
+    head = f'{{"group_id":"{group_id}","schema_version":{SCHEMA_VERSION},"events":['
+    return head.encode() + b",".join(events) + b"]}"
+
+
+def _settle(waiters: Sequence[asyncio.Future[None]], error: BaseException | None) -> None:
+    for waiter in waiters:
+        if waiter.done():
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
+            waiter.exception()  # retrieved: a request that timed out no longer awaits it

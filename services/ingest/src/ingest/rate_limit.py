@@ -1,128 +1,584 @@
-"""Per-client-IP rate limiting of the ingest endpoints with fastapi-limiter (SPEC §8)."""
+"""Per-client rate limiting (SPEC §8), whole in one module.
 
+- Who the client is: the socket peer, or what a trusted proxy says it forwarded; an IPv4
+  address, or the IPv6 /64 it belongs to (both prefixes configurable).
+- The shared limit: a sliding-window log per client in Redis, checked by one Lua script
+  that reads Redis's own clock, so instances with skewed clocks still share one exact
+  limit. The checks of one event-loop iteration travel in one script call.
+- Cheap refusals: a client Redis refused is refused locally until the moment its
+  `Retry-After` names, without a round trip (as Envoy's over-limit cache does). Nothing
+  is admitted locally, so the limit stays exact across instances.
+- Fail-open: when Redis fails or is slow, the same rule runs per process in memory
+  (pyrate-limiter's in-memory buckets), bounded by stored entries; logged once per outage,
+  counted, and reported by readiness.
+- The FastAPI dependency is fastapi-limiter's `RateLimiter` with our identifier and
+  callback.
+"""
+
+import asyncio
 import logging
-from inspect import isawaitable
-from typing import Annotated, NoReturn
+import math
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import NoReturn
 
-from fastapi import Depends, Request, Response
+from fastapi import Request, Response
 from fastapi_limiter.depends import RateLimiter
-from pyrate_limiter import Limiter, Rate
+from pyrate_limiter import (
+    BucketFactory,
+    InMemoryBucket,
+    Limiter,
+    Rate,
+    RateItem,
+    SlidingWindowLog,
+)
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from starlette.requests import HTTPConnection
 
-from ingest.client_ip import ClientIdentity
-from ingest.errors import RateLimitedError
-from ingest.metrics import RATE_LIMITED
-from ingest.rate_limit_failover import ClientBucketFactory, current_verdict
-from ingest.rate_limit_windows import Verdict
-from ingest.settings import IngestSettings
+from ingest.http.errors import RateLimitedError
+from ingest.metrics import IngestMetrics
+from ingest.settings import RateLimitRule
 
 logger = logging.getLogger(__name__)
 
-# Connections per process: enough for hundreds of concurrent checks of ~1 ms each; a
-# request that cannot get one within the timeout falls back like any other failure.
-REDIS_MAX_CONNECTIONS = 32
-# One budget per client IP for every ingest endpoint, so splitting traffic between
-# /activities and /activities/batch does not double it.
-INGEST_SCOPE = "ingest"
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+FORWARDED_FOR = "x-forwarded-for"
+UNKNOWN_PEER = "unknown"
+
+# Failures of the shared store that make us fall back instead of failing the request.
+REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+# During an outage Redis is tried again at most this often (one check probes).
+REDIS_RETRY_SECONDS = 1.0
+REDIS_MAX_CONNECTIONS = 16
+# The in-memory fallback keeps at most this many request entries over all clients
+# (about 100 bytes each); the least recently seen clients are forgotten first.
+FALLBACK_MAX_ENTRIES = 200_000
+# Clients refused locally are remembered at most this many at once.
+REFUSED_MAX_CLIENTS = 100_000
+# Refusals are logged aggregated, at most once per this many seconds.
+REFUSAL_LOG_SECONDS = 10.0
 
 
-def rate_limit_headers(verdict: Verdict) -> dict[str, str]:
-    """The `RateLimit-*` headers (IETF draft) describing `verdict`."""
-    return {
-        "RateLimit-Limit": str(verdict.limit),
-        "RateLimit-Remaining": str(verdict.remaining),
-        "RateLimit-Reset": str(verdict.reset_seconds),
-    }
+# --- Who the client is ------------------------------------------------------------------
 
 
-async def refuse(request: Request, _: Response) -> NoReturn:
-    """fastapi-limiter callback: answer 429 with `Retry-After` (when a slot frees up)."""
-    verdict: Verdict = request.state.rate_limit
-    RATE_LIMITED.inc()
-    raise RateLimitedError(
-        verdict.retry_after_seconds,
-        headers=rate_limit_headers(verdict),
-    )
+def parse_address(text: str) -> IPAddress | None:
+    """An IP address from `text` as proxies write it (ports and brackets allowed), or None."""
+    text = text.strip()
+    if text.startswith("["):  # [2001:db8::1]:443
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:  # 203.0.113.7:51234
+        text = text.split(":", 1)[0]
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # ::ffff:203.0.113.7 is 203.0.113.7
+    return address
 
 
-class IngestRateLimiter(RateLimiter):
-    """fastapi-limiter's dependency, keyed by client IP, fail-open when Redis is down.
+class ClientIdentity:
+    """The rate-limit key of a request; never trusts a header an untrusted peer sent."""
 
-    The base `__call__` walks `request.app.routes` to build a per-route key, which fails
-    with routers included in a current FastAPI; this one keys by scope and client IP.
-    """
+    def __init__(
+        self, trusted_proxies: Sequence[IPNetwork], ipv4_prefix: int = 32, ipv6_prefix: int = 64
+    ) -> None:
+        """Honour `X-Forwarded-For` only from `trusted_proxies`; group addresses by prefix."""
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.ipv4_prefix = ipv4_prefix
+        self.ipv6_prefix = ipv6_prefix
 
-    def __init__(self, settings: IngestSettings) -> None:
-        """Build the limiter for `RATE_LIMIT`; Redis is attached at start-up."""
-        rule = settings.rate_limit
-        self.buckets = ClientBucketFactory(
-            Rate(rule.limit, rule.period_seconds * 1000),
-            key_prefix=settings.rate_limit_key_prefix,
-            redis_timeout_seconds=settings.redis_timeout_seconds,
+    def is_trusted(self, address: IPAddress) -> bool:
+        """Whether `address` is one of our proxies."""
+        return any(address in network for network in self.trusted_proxies)
+
+    def client_address(self, connection: HTTPConnection) -> IPAddress | None:
+        """The socket peer, or the right-most forwarded address that is not a trusted proxy.
+
+        Proxies append the address they received from, so only the entries added by our
+        own proxies are trustworthy: walking from the right, the first address outside
+        the trusted networks is the client. Anything unparseable on the way means the
+        header cannot be believed, and the peer is used instead.
+        """
+        peer = parse_address(connection.client.host if connection.client else "")
+        if peer is None or not self.trusted_proxies or not self.is_trusted(peer):
+            return peer
+        forwarded = ",".join(connection.headers.getlist(FORWARDED_FOR)).split(",")
+        client = peer
+        for hop in reversed([item.strip() for item in forwarded if item.strip()]):
+            address = parse_address(hop)
+            if address is None:
+                return peer
+            client = address
+            if not self.is_trusted(address):
+                break
+        return client
+
+    def key_of(self, address: IPAddress) -> str:
+        """An IPv4 address (or its network), or the IPv6 network it belongs to."""
+        prefix = self.ipv4_prefix if address.version == 4 else self.ipv6_prefix
+        if prefix == address.max_prefixlen:
+            return str(address)
+        return str(ip_network(f"{address}/{prefix}", strict=False))
+
+    async def __call__(self, connection: HTTPConnection) -> str:
+        """fastapi-limiter identifier: the client's rate-limit key."""
+        address = self.client_address(connection)
+        if address is None:
+            return connection.client.host if connection.client else UNKNOWN_PEER
+        return self.key_of(address)
+
+
+# --- Verdicts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision on one request and what its `RateLimit-*` headers say."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+    retry_after_seconds: int
+    retry_after_ms: float = 0.0  # precise, for the local refusal cache
+
+    @classmethod
+    def of(
+        cls, allowed: bool, limit: int, count: int, reset_ms: float, retry_ms: float
+    ) -> "Verdict":
+        """From a window's count and the milliseconds until its oldest/blocking entry leaves."""
+        return cls(
+            allowed=allowed,
+            limit=limit,
+            remaining=max(0, limit - count),
+            reset_seconds=max(1, math.ceil(reset_ms / 1000)),
+            retry_after_seconds=0 if allowed else max(1, math.ceil(retry_ms / 1000)),
+            retry_after_ms=0.0 if allowed else retry_ms,
         )
-        self.identity = ClientIdentity(settings.trusted_proxies)
-        self._redis_url = settings.redis_url
-        self._redis_timeout = settings.redis_timeout_seconds
-        self.redis: Redis | None = None
-        super().__init__(
-            limiter=Limiter(self.buckets),
-            identifier=self.identity,
-            callback=refuse,
-            blocking=False,
-        )
+
+    def headers(self) -> dict[str, str]:
+        """`RateLimit-*` (IETF draft), plus `Retry-After` when refused."""
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after_seconds)
+        return headers
+
+
+# --- The shared limit in Redis ----------------------------------------------------------
+
+# One sliding-window log per key: an entry per admitted request, scored by Redis's clock in
+# milliseconds; an entry made at t counts until t + window. ARGV holds (limit, window_ms,
+# unique member) for each key. Replies per key: admitted, count, ms until the oldest entry
+# leaves (reset), ms until a slot frees (retry after, refused only).
+WINDOW_SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local replies = {}
+for i, key in ipairs(KEYS) do
+    local limit = tonumber(ARGV[3 * i - 2])
+    local window = tonumber(ARGV[3 * i - 1])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    local count = redis.call('ZCARD', key)
+    local admitted = 0
+    if count < limit then
+        redis.call('ZADD', key, now, ARGV[3 * i])
+        count = count + 1
+        admitted = 1
+    end
+    redis.call('PEXPIRE', key, window)
+    local oldest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) or now
+    local retry = 0
+    if admitted == 0 then
+        local rank = count - limit
+        retry = tonumber(redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')[2]) + window - now
+    end
+    replies[i] = {admitted, count, oldest + window - now, retry}
+end
+return replies
+"""
+
+
+@dataclass(slots=True)
+class _Check:
+    key: str
+    rule: RateLimitRule
+    verdict: asyncio.Future[Verdict | None]
+
+
+class SharedWindows:
+    """The Redis windows every instance shares; None answers mean "Redis failed: fall back"."""
+
+    def __init__(
+        self, redis_url: str, key_prefix: str, timeout: float, metrics: IngestMetrics
+    ) -> None:
+        """Prepare checks under `key_prefix`, each Redis call bounded by `timeout` seconds."""
+        self._redis_url = redis_url
+        self._prefix = key_prefix
+        self._timeout = timeout
+        self._metrics = metrics
+        self._redis: Redis | None = None
+        self._script: object = None
+        self._pending: list[_Check] = []
+        self._flush_scheduled = False
+        self._calls: set[asyncio.Task[None]] = set()
+        self._member_prefix = uuid.uuid4().hex[:12] + ":"
+        self._members = 0
+        self._degraded = False
+        self._retry_at = 0.0
 
     async def start(self) -> None:
-        """Create the Redis client; an unreachable Redis only degrades (fail-open)."""
-        # Deliberate bounds: no retries (the next request or probe is the retry) and
-        # socket timeouts of one round-trip budget, instead of redis-py's 10 retries
-        # and 5 s timeouts.
+        """Create the client; an unreachable Redis only degrades (fail-open)."""
+        # Deliberate bounds: no retries (the next check is the retry) and socket timeouts
+        # of one check's budget, instead of redis-py's retries and 5 s timeouts.
         pool = BlockingConnectionPool.from_url(
             self._redis_url,
             max_connections=REDIS_MAX_CONNECTIONS,
-            timeout=self._redis_timeout,
-            socket_timeout=self._redis_timeout,
-            socket_connect_timeout=self._redis_timeout,
+            timeout=self._timeout,
+            socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout,
             retry=Retry(NoBackoff(), retries=0),
             health_check_interval=0,
         )
-        self.redis = Redis.from_pool(pool)
-        self.buckets.attach(self.redis)
-        await self.buckets.ping()
+        self._redis = Redis.from_pool(pool)
+        self._script = self._redis.register_script(WINDOW_SCRIPT)
+        await self.ping()
 
     async def stop(self) -> None:
-        """Close the Redis client and its pool."""
-        self.buckets.attach(None)
-        if self.redis is not None:
-            await self.redis.aclose()
-            self.redis = None
+        """Wait for the calls in flight and close the client."""
+        if self._calls:
+            await asyncio.wait(self._calls, timeout=self._timeout)
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
 
-    async def redis_state(self) -> bool:
-        """Whether the shared limiter works right now (False: in-memory fallback)."""
-        return await self.buckets.ping()
+    async def check(self, key: str, rule: RateLimitRule) -> Verdict | None:
+        """Count a request against `key`'s window in Redis; None when Redis cannot answer."""
+        if self._redis is None or not self._should_try():
+            return None
+        verdict: asyncio.Future[Verdict | None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Check(self._prefix + key, rule, verdict))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await verdict
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        checks, self._pending = self._pending, []
+        task = asyncio.create_task(self._call(checks))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _call(self, checks: list[_Check]) -> None:
+        arguments: list[int | str] = []
+        for check in checks:
+            self._members += 1
+            member = f"{self._member_prefix}{self._members}"
+            arguments += [check.rule.limit, check.rule.period_seconds * 1000, member]
+        try:
+            async with asyncio.timeout(self._timeout):
+                replies = await self._script(  # type: ignore[operator]
+                    keys=[check.key for check in checks], args=arguments
+                )
+        except REDIS_FAILURES as error:
+            self._record_failure(error)
+            replies = None
+        except BaseException:
+            _answer(checks, None)
+            raise
+        else:
+            self._record_success()
+        if replies is None:
+            _answer(checks, None)
+            return
+        for check, (admitted, count, reset_ms, retry_ms) in zip(checks, replies, strict=True):
+            if not check.verdict.done():
+                verdict = Verdict.of(bool(admitted), check.rule.limit, count, reset_ms, retry_ms)
+                check.verdict.set_result(verdict)
+
+    async def ping(self) -> bool:
+        """Whether Redis answers within the timeout; updates the health either way."""
+        if self._redis is None:
+            return False
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.ping()
+        except REDIS_FAILURES as error:
+            self._record_failure(error)
+            return False
+        self._record_success()
+        return True
+
+    def _should_try(self) -> bool:
+        if not self._degraded:
+            return True
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + REDIS_RETRY_SECONDS  # this check probes
+        return True
+
+    def _record_failure(self, error: BaseException) -> None:
+        self._retry_at = time.monotonic() + REDIS_RETRY_SECONDS
+        if self._degraded:
+            return
+        self._degraded = True
+        self._metrics.rate_limit_redis_up.set(0)
+        logger.warning(
+            "redis unavailable: rate limiting per process in memory until it answers",
+            extra={"error_type": type(error).__name__},
+        )
+
+    def _record_success(self) -> None:
+        if not self._degraded:
+            return
+        self._degraded = False
+        self._metrics.rate_limit_redis_up.set(1)
+        logger.warning("redis available again: rate limiting shared through redis")
+
+
+def _answer(checks: Sequence[_Check], verdict: Verdict | None) -> None:
+    for check in checks:
+        if not check.verdict.done():
+            check.verdict.set_result(verdict)
+
+
+# --- Cheap refusals ---------------------------------------------------------------------
+
+
+class RecentRefusals:
+    """Clients Redis refused, refused locally until their `Retry-After` has passed."""
+
+    def __init__(self, max_clients: int = REFUSED_MAX_CLIENTS) -> None:
+        """Remember at most `max_clients` (the oldest are forgotten first)."""
+        self._max_clients = max_clients
+        self._until: dict[str, tuple[float, float, int]] = {}  # retry at, reset at, limit
+
+    def verdict(self, key: str, now: float) -> Verdict | None:
+        """A refusal while `key`'s last one lasts (monotonic `now`), else None."""
+        entry = self._until.get(key)
+        if entry is None:
+            return None
+        retry_at, reset_at, limit = entry
+        if now >= retry_at:
+            del self._until[key]
+            return None
+        return Verdict(
+            allowed=False,
+            limit=limit,
+            remaining=0,
+            reset_seconds=max(1, math.ceil(reset_at - now)),
+            retry_after_seconds=max(1, math.ceil(retry_at - now)),
+        )
+
+    def remember(self, key: str, verdict: Verdict, now: float) -> None:
+        """Refuse `key` locally until the refusal's retry time has passed."""
+        if len(self._until) >= self._max_clients:
+            self._forget_expired(now)
+        retry_at = now + verdict.retry_after_ms / 1000
+        self._until[key] = (retry_at, now + verdict.reset_seconds, verdict.limit)
+
+    def _forget_expired(self, now: float) -> None:
+        for key in [key for key, (retry_at, _, _) in self._until.items() if retry_at <= now]:
+            del self._until[key]
+        while len(self._until) >= self._max_clients:
+            del self._until[next(iter(self._until))]
+
+
+class RefusalLog:
+    """Refusals logged aggregated (one line per interval), never one line per request."""
+
+    def __init__(self, scope: str, interval: float = REFUSAL_LOG_SECONDS) -> None:
+        """Log for `scope` at most once per `interval` seconds."""
+        self._scope = scope
+        self._interval = interval
+        self._refused = 0
+        self._clients: set[str] = set()
+        self._next_log = 0.0
+
+    def note(self, key: str, now: float) -> None:
+        """Count one refusal of `key`; log the interval's totals when it is over."""
+        self._refused += 1
+        if len(self._clients) < 1000:
+            self._clients.add(key)
+        if now < self._next_log:
+            return
+        logger.info(
+            "rate limited",
+            extra={"scope": self._scope, "refused": self._refused, "clients": len(self._clients)},
+        )
+        self._refused = 0
+        self._clients.clear()
+        self._next_log = now + self._interval
+
+
+# --- The fallback in memory -------------------------------------------------------------
+
+
+class RollingWindow(SlidingWindowLog):
+    """pyrate-limiter's sliding log over (now - interval, now], as in the Redis script.
+
+    A request made at t counts until exactly t + interval (the stock window keeps it one
+    millisecond longer), so both stores give the same verdicts.
+    """
+
+    def window_start(self, rate: Rate, now: int) -> int:
+        """First millisecond still inside the window."""
+        return now - rate.interval + 1
+
+    def retry_after(self, rate: Rate, now: int, blocking_timestamp: int | None) -> int:
+        """Milliseconds until the blocking entry leaves the window."""
+        return 0 if blocking_timestamp is None else max(0, blocking_timestamp + rate.interval - now)
+
+
+ROLLING_WINDOW = RollingWindow()
+
+
+def monotonic_ms() -> int:
+    """The fallback's clock: it never leaves this process, so no wall clock is needed."""
+    return time.monotonic_ns() // 1_000_000
+
+
+class LocalBuckets(BucketFactory):
+    """pyrate-limiter's per-key extension point: one in-memory log per client, bounded.
+
+    At most `max_entries` request entries over all clients (and as many clients): when
+    full, the least recently seen clients are forgotten.
+    """
+
+    def __init__(
+        self,
+        rate: Rate,
+        max_entries: int = FALLBACK_MAX_ENTRIES,
+        clock: Callable[[], int] = monotonic_ms,
+    ) -> None:
+        """Apply `rate` per key, in milliseconds of `clock`."""
+        self.rate = rate
+        self.max_entries = max_entries
+        self.clock = clock
+        self.buckets: OrderedDict[str, InMemoryBucket] = OrderedDict()
+        self.entries = 0
+
+    def wrap_item(self, name: str, weight: int = 1) -> RateItem:
+        """Stamp a request with this process's monotonic clock."""
+        return RateItem(name, self.clock(), weight=weight)
+
+    def get(self, item: RateItem) -> InMemoryBucket:
+        """The client's bucket, trimmed to its window; forget others when over the bound."""
+        bucket = self.buckets.get(item.name)
+        if bucket is None:
+            bucket = InMemoryBucket([self.rate], ROLLING_WINDOW)
+            self.buckets[item.name] = bucket
+        else:
+            self.buckets.move_to_end(item.name)
+            self.entries -= bucket.leak(item.timestamp)
+        while len(self.buckets) > 1 and (
+            self.entries >= self.max_entries or len(self.buckets) > self.max_entries
+        ):
+            _, forgotten = self.buckets.popitem(last=False)
+            self.entries -= forgotten.count()
+        return bucket
+
+
+class LocalWindows:
+    """The same rule per process, for when Redis cannot answer."""
+
+    def __init__(
+        self,
+        rule: RateLimitRule,
+        max_entries: int = FALLBACK_MAX_ENTRIES,
+        clock: Callable[[], int] = monotonic_ms,
+    ) -> None:
+        """Apply `rule` to each client key, keeping at most `max_entries` entries."""
+        self.rule = rule
+        rate = Rate(rule.limit, rule.period_seconds * 1000)
+        self.buckets = LocalBuckets(rate, max_entries, clock)
+        self.limiter = Limiter(self.buckets)
+
+    def check(self, key: str) -> Verdict:
+        """Count a request against `key` if it fits; never awaits, so it is atomic."""
+        admitted = bool(self.limiter.try_acquire(key, blocking=False))
+        self.buckets.entries += admitted
+        items = self.buckets.buckets[key].items
+        now, window = self.buckets.clock(), self.buckets.rate.interval
+        count = len(items)
+        blocking = items[count - self.rule.limit].timestamp if not admitted else 0
+        return Verdict.of(
+            admitted,
+            self.rule.limit,
+            count,
+            reset_ms=items[0].timestamp + window - now if items else window,
+            retry_ms=blocking + window - now,
+        )
+
+
+# --- The dependency ---------------------------------------------------------------------
+
+
+class ClientRateLimiter(RateLimiter):
+    """fastapi-limiter's dependency: identify the client, count it, refuse with 429.
+
+    fastapi-limiter 0.2's own `__call__` walks `app.routes` (which fails with included
+    routers in current FastAPI) and yields no counts for the `RateLimit-*` headers, so this
+    one asks the windows above; identifier and callback keep the library's contract.
+    """
+
+    def __init__(
+        self,
+        scope: str,
+        rule: RateLimitRule,
+        shared: SharedWindows,
+        identity: ClientIdentity,
+        metrics: IngestMetrics,
+    ) -> None:
+        """Limit `scope` (its own budget per client) by `rule`."""
+        self.scope = scope
+        self.rule = rule
+        self.shared = shared
+        self.local = LocalWindows(rule)
+        self.refusals = RecentRefusals()
+        self._log = RefusalLog(scope)
+        self._refused = metrics.rate_limited.labels(scope=scope)
+        self._fallbacks = metrics.rate_limit_fallback
+        super().__init__(
+            limiter=self.local.limiter, identifier=identity, callback=refuse, blocking=False
+        )
 
     async def __call__(self, request: Request, response: Response) -> None:
-        """Count the request against its client IP; 429 over the limit, headers otherwise."""
-        client = await self.identifier(request)
-        # Limiter.try_acquire, not try_acquire_async: the latter holds one lock per
-        # process across the Redis round trip, serialising every request; the Lua
-        # script is atomic on its own, and the fallback never awaits.
-        acquired = self.limiter.try_acquire(f"{INGEST_SCOPE}:{client}", blocking=False)
-        if isawaitable(acquired):
-            await acquired
-        verdict = current_verdict()
-        assert verdict is not None  # noqa: S101 - set by every FailoverBucket.put
-        request.state.rate_limit = verdict
+        """Count the request against its client; 429 over the limit, headers otherwise."""
+        key = f"{self.scope}:{await self.identifier(request)}"
+        now = time.monotonic()
+        verdict = self.refusals.verdict(key, now)
+        if verdict is None:
+            verdict = await self.shared.check(key, self.rule)
+            if verdict is None:
+                self._fallbacks.inc()
+                verdict = self.local.check(key)
+            elif not verdict.allowed:
+                self.refusals.remember(key, verdict, now)
         if not verdict.allowed:
+            self._refused.inc()
+            self._log.note(key, now)
+            request.state.rate_limit = verdict
             await self.callback(request, response)
-        response.headers.update(rate_limit_headers(verdict))
+        response.headers.update(verdict.headers())
 
 
-def get_rate_limiter(request: Request) -> IngestRateLimiter:
-    """The app's rate limiter."""
-    limiter: IngestRateLimiter = request.app.state.rate_limiter
-    return limiter
-
-
-RateLimiterDep = Annotated[IngestRateLimiter, Depends(get_rate_limiter)]
+async def refuse(request: Request, _: Response) -> NoReturn:
+    """fastapi-limiter callback: answer 429 with `Retry-After` and `RateLimit-*`."""
+    verdict: Verdict = request.state.rate_limit
+    raise RateLimitedError(verdict.headers())

@@ -1,9 +1,17 @@
 """Reading a user's stored activity from MongoDB (SPEC §3.3), page by page.
 
-Ingest never imports the processor: it reads collection `activities` through the index
-the processor creates (names shared in `activity_contract.storage`). Pages are ordered
-newest first by `timestamp`, then by event id, so a cursor (the last item's position)
-never skips nor repeats an event, even among equal timestamps.
+Ingest never imports the processor: it reads collection `activities`, whose indexes the
+processor creates (names shared in `activity_contract.storage`). Pages are ordered newest
+first by `timestamp`, then by event id, so a cursor (the last item's position) never skips
+nor repeats an event, even among equal timestamps.
+
+Every query has the one shape both MongoDB's planner and SecantusDB's (the embedded
+development server) serve from the `user_timeline` index `(user_id, timestamp -1, _id -1)`:
+equality on `user_id`, a plain range on `timestamp` (equality on `timestamp` and a range on
+`_id` for the events that tie with the cursor), sorted like the index. No hint: SecantusDB
+executes a hinted query by reading the whole index (time linear in the collection), and a
+top-level `$or` makes it scan the whole collection. Nor does a query depend on the index
+existing: before the processor has ever run, a read finds no collection and an empty page.
 """
 
 import base64
@@ -15,25 +23,42 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import pymongo
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import PyMongoError
 
 from activity_contract.events import ActivityOut
-from activity_contract.storage import ACTIVITIES_COLLECTION, USER_TIMELINE_INDEX
-from ingest.errors import DatabaseUnavailableError
+from activity_contract.storage import ACTIVITIES_COLLECTION
+from ingest.http.errors import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 
 # Bounded so a lost database turns into a quick 503, not a hanging request.
 SERVER_SELECTION_TIMEOUT_MS = 2000
 CONNECT_TIMEOUT_MS = 2000
-OPERATION_TIMEOUT_MS = 5000
+# The whole of one page read, server selection included. PyMongo sends the time left as the
+# server's `maxTimeMS`, so a read over budget is stopped on the server too (it cannot hold
+# the database's resources), and the client answers 503. A page takes milliseconds: about
+# 10 ms for a user with hundreds of events among 250,000 stored on SecantusDB.
+READ_TIMEOUT_SECONDS = 2.0
 
 Document = dict[str, Any]
 NEWEST_FIRST = [("timestamp", -1), ("_id", -1)]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
+_EARLIEST = datetime.min.replace(tzinfo=UTC) + _MILLISECOND
+
+
+def _just_before(moment: datetime) -> datetime:
+    """The last millisecond before `moment`, so that `> result` means `>= moment`.
+
+    MongoDB stores whole milliseconds (PyMongo drops the rest of a query value too), so the
+    two are the same. `$gte` on `timestamp` is not used: SecantusDB (0.7) loses the events
+    exactly at an inclusive bound that ends its walk of the descending `user_timeline`
+    index (it stops at the first entry longer than the bound).
+    """
+    return moment - timedelta(microseconds=moment.microsecond % 1000) - _MILLISECOND
 
 
 class InvalidCursorError(ValueError):
@@ -84,24 +109,37 @@ class ActivityQuery:
     until: datetime | None = None
     after: Position | None = None
 
-    def filter(self) -> Document:
-        """The MongoDB filter: `since` inclusive, `until` exclusive, strictly after `after`."""
-        query: Document = {"user_id": self.user_id}
+    def filters(self) -> list[Document]:
+        """The MongoDB filters of this page, in page order.
+
+        `since` is inclusive, `until` exclusive, and every event is strictly after `after`.
+        Their results, each sorted newest first and concatenated, are the page: after a
+        cursor, first the events sharing its timestamp with a smaller event id, then the
+        older ones. Two plain queries instead of one `$or`, which SecantusDB cannot serve
+        from an index. `user_id` comes first: where SecantusDB serves a filter from one of
+        its fields alone (with `event_type`), it takes the first that has an index.
+        """
+        user: Document = {"user_id": self.user_id}
         if self.event_type is not None:
-            query["event_type"] = self.event_type
-        bounds: Document = {}
-        if self.since is not None:
-            bounds["$gte"] = self.since
-        if self.until is not None:
-            bounds["$lt"] = self.until
-        if bounds:
-            query["timestamp"] = bounds
+            user["event_type"] = self.event_type
+        upper = self.until
+        filters: list[Document] = []
         if self.after is not None:
-            query["$or"] = [
-                {"timestamp": {"$lt": self.after.timestamp}},
-                {"timestamp": self.after.timestamp, "_id": {"$lt": self.after.event_id}},
-            ]
-        return query
+            tied = self.after.timestamp
+            if (self.since is None or self.since <= tied) and (
+                self.until is None or tied < self.until
+            ):
+                filters.append({**user, "timestamp": tied, "_id": {"$lt": self.after.event_id}})
+            upper = tied if upper is None else min(upper, tied)
+        if self.since is not None and upper is not None and upper <= self.since:
+            return filters  # nothing older is left in the range
+        bounds: Document = {}
+        if self.since is not None and self.since >= _EARLIEST:
+            bounds["$gt"] = _just_before(self.since)
+        if upper is not None:
+            bounds["$lt"] = upper
+        filters.append({**user, "timestamp": bounds} if bounds else user)
+        return filters
 
 
 @dataclass(frozen=True)
@@ -118,6 +156,7 @@ def _to_out(document: Document) -> ActivityOut:
         user_id=document["user_id"],
         event_type=document["event_type"],
         timestamp=document["timestamp"],
+        original_timestamp=document.get("original_timestamp"),
         metadata=document.get("metadata", {}),
         received_at=document["received_at"],
         processed_at=document["processed_at"],
@@ -135,28 +174,38 @@ class ActivityReader:
             uuidRepresentation="standard",
             serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
             connectTimeoutMS=CONNECT_TIMEOUT_MS,
-            timeoutMS=OPERATION_TIMEOUT_MS,
+            timeoutMS=int(READ_TIMEOUT_SECONDS * 1000),
         )
         self._collection = self._client[database][ACTIVITIES_COLLECTION]
 
-    def find(self, query: ActivityQuery) -> AsyncCursor[Document]:
-        """The MongoDB cursor of one page plus one document (which says if more follow).
+    @property
+    def client(self) -> AsyncMongoClient[Document]:
+        """The MongoDB client (erasure shares it)."""
+        return self._client
 
-        The hint pins the user timeline index, which serves both the filter and the sort.
-        """
-        return (
-            self._collection.find(query.filter())
-            .sort(NEWEST_FIRST)
-            .hint(USER_TIMELINE_INDEX)
-            .limit(query.limit + 1)
-        )
+    def find(self, query_filter: Document, limit: int) -> AsyncCursor[Document]:
+        """The MongoDB cursor of up to `limit` documents matching one of a page's filters."""
+        return self._collection.find(query_filter).sort(NEWEST_FIRST).limit(limit)
 
     async def page(self, query: ActivityQuery) -> ActivityPage:
-        """One page, newest first; `DatabaseUnavailableError` when MongoDB does not answer."""
+        """One page, newest first; `DatabaseUnavailableError` when MongoDB does not answer.
+
+        The page's queries share one deadline, `READ_TIMEOUT_SECONDS`. Reads one document
+        more than the page holds, which says if more follow.
+        """
+        documents: list[Document] = []
         try:
-            documents = await self.find(query).to_list()
+            with pymongo.timeout(READ_TIMEOUT_SECONDS):
+                for query_filter in query.filters():
+                    wanted = query.limit + 1 - len(documents)
+                    if wanted <= 0:
+                        break
+                    documents += await self.find(query_filter, wanted).to_list()
         except PyMongoError as error:
-            logger.warning("read failed", extra={"error_type": type(error).__name__})
+            logger.warning(
+                "read failed",
+                extra={"error_type": type(error).__name__, "timeout": error.timeout},
+            )
             raise DatabaseUnavailableError from error
         items = [_to_out(document) for document in documents[: query.limit]]
         next_cursor = None

@@ -65,11 +65,15 @@ class IngestSettings(BrokerSettings, MongoSettings, LoggingSettings):
         default=0.5, le=5.0, description="Bound on one rate-limit round trip to Redis."
     )
     rate_limit: RateLimitSetting = Field(default="100/minute", validate_default=True)
+    read_rate_limit: RateLimitSetting = Field(default="100/minute", validate_default=True)
     rate_limit_key_prefix: str = Field(default="event-tracker:rate-limit:", min_length=1)
+    rate_limit_ipv4_prefix: int = Field(default=32, ge=8, le=32)
+    rate_limit_ipv6_prefix: int = Field(default=64, ge=16, le=128)
     trusted_proxies: NetworkList = Field(default_factory=list)
     read_api_keys: SecretList = Field(default_factory=list)
     ingest_api_keys: SecretList = Field(default_factory=list)
+    admin_api_keys: SecretList = Field(default_factory=list)
 
-    _split = field_validator("trusted_proxies", "read_api_keys", "ingest_api_keys", mode="before")(
-        split_commas
-    )
+    _split = field_validator(
+        "trusted_proxies", "read_api_keys", "ingest_api_keys", "admin_api_keys", mode="before"
+    )(split_commas)

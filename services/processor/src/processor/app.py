@@ -1,24 +1,34 @@
-"""The processor app factory: broker, subscriber wiring, health and metrics routes, AsyncAPI."""
+"""The processor app factory: broker and subscriber, health and metrics routes, AsyncAPI."""
 
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
-from faststream.asgi import AsgiFastStream, AsyncAPIRoute
+from faststream import Context
+from faststream.asgi import AsgiFastStream
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from faststream.rabbit.annotations import RabbitMessage
 from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 
-from activity_contract.events import ActivityMessage
-from activity_contract.settings import (
-    BROKER_RECONNECT_SECONDS,
-    ConfigurationError,
-    load_settings,
+from activity_contract.events import QueueMessage
+from activity_contract.settings import BROKER_RECONNECT_SECONDS, ConfigurationError, load_settings
+from activity_contract.topology import (
+    CONSUME_OPERATION,
+    DEAD_LETTER_OPERATION,
+    PUBLISH_OPERATION,
+    activity_queues,
 )
-from activity_contract.topology import activity_queues
+from processor.asyncapi_page import asyncapi_page_route, load_renderer, renderer_routes
 from processor.bulk_writer import BulkWriter
-from processor.documents import Activity, init_documents, insert_activities, mongo_client
-from processor.handlers import dead_letter_undecodable, make_activity_handler
+from processor.documents import (
+    ActivityStore,
+    EncodedActivity,
+    durable_database,
+    init_documents,
+    mongo_client,
+)
+from processor.handlers import HANDLER_CONTEXT_NAME, ActivityHandler, SettleUnhandled
 from processor.health import health_routes, metrics_route
 from processor.metrics import ProcessorMetrics
 from processor.settings import ProcessorSettings
@@ -32,21 +42,41 @@ GRACEFUL_TIMEOUT_SECONDS = 20.0
 # so in-flight handlers finish well within GRACEFUL_TIMEOUT_SECONDS.
 SHUTDOWN_RETRY_SECONDS = 10.0
 
+ActivityHandlerDep = Annotated[ActivityHandler, Context(HANDLER_CONTEXT_NAME)]
+
+
+def queue_objects(settings: ProcessorSettings) -> list[RabbitQueue]:
+    """The dead-letter queue and the activity queue, as both services declare them."""
+    return [
+        RabbitQueue(queue.name, durable=True, arguments=cast("ClassicQueueArgs", queue.arguments))
+        for queue in activity_queues(settings.queue_type, settings.queue_delivery_limit)
+    ]
+
+
+async def declare_topology(broker: RabbitBroker, settings: ProcessorSettings) -> None:
+    """Connect and declare both queues before the consumer starts.
+
+    A message dead-lettered by the very first delivery then finds its queue.
+    """
+    await broker.connect()
+    for queue in queue_objects(settings):
+        await broker.declare_queue(queue)
+
 
 def build_broker(
     settings: ProcessorSettings,
-    writer: BulkWriter[Activity],
-    metrics: ProcessorMetrics | None = None,
+    store: ActivityStore,
+    writer: BulkWriter[EncodedActivity],
+    metrics: ProcessorMetrics,
 ) -> RabbitBroker:
-    """The broker with the activity subscriber (and the documented publish side) wired.
-
-    Without `metrics` it counts on a registry of its own that nothing serves.
-    """
-    metrics = metrics or ProcessorMetrics(CollectorRegistry())
+    """The broker, its activity subscriber and the handler it uses (in FastStream's context)."""
+    dead_letter_queue, activity_queue = queue_objects(settings)
     broker = RabbitBroker(
         settings.rabbitmq_url,
+        # Dead letters are published with confirms, and must reach their queue.
+        default_channel=Channel(on_return_raises=True),
         # The metrics middleware is outermost, so it sees how each message was settled.
-        middlewares=[metrics.broker_middleware(), dead_letter_undecodable(metrics)],
+        middlewares=[metrics.broker_middleware(), SettleUnhandled],
         graceful_timeout=GRACEFUL_TIMEOUT_SECONDS,
         reconnect_interval=BROKER_RECONNECT_SECONDS,
         # Our loggers propagate to the root handler, so FastStream's lines share LOG_FORMAT.
@@ -54,43 +84,57 @@ def build_broker(
         log_level=logging.DEBUG,
         description="RabbitMQ carrying user activity events from ingest to processor.",
     )
-    activity_queue = queue_objects(settings)[-1]
-    broker.subscriber(
+
+    # FastStream resolves each `Context` argument in a worker thread (~50 us per message
+    # and argument, measured on this machine); grouped messages make that per-event cost
+    # small, so the handler keeps FastStream's own dependency style.
+    @broker.subscriber(
         activity_queue,
         ack_policy=AckPolicy.MANUAL,
         channel=Channel(prefetch_count=settings.processor_prefetch),
-        title="user_activities:consume",
-        description="The processor stores each event in MongoDB (collection `activities`) "
-        "and acknowledges it after a durable write; invalid messages go to "
-        "`user_activities.dlq`.",
-    )(make_activity_handler(writer, metrics))
+        title=CONSUME_OPERATION.title,
+        description=CONSUME_OPERATION.description,
+    )
+    async def store_activities(
+        body: QueueMessage, message: RabbitMessage, handler: ActivityHandlerDep
+    ) -> None:
+        """Store every event of the message; acknowledge it once they are durably written."""
+        await handler.handle(body, message)
+
     # Documents the producing side of the channel; ingest publishes with the same contract.
     broker.publisher(
         activity_queue,
         persist=True,
-        title="user_activities:publish",
-        description="The ingest service publishes each accepted event here: persistent, "
-        "with publisher confirms, `message_id` = `event_id`, `correlation_id` = HTTP "
-        "request id, `content_type` = `application/json`.",
-        schema=ActivityMessage,
+        title=PUBLISH_OPERATION.title,
+        description=PUBLISH_OPERATION.description,
+        schema=QueueMessage,
+    )
+    dead_letters = broker.publisher(
+        dead_letter_queue,
+        persist=True,
+        title=DEAD_LETTER_OPERATION.title,
+        description=DEAD_LETTER_OPERATION.description,
+    )
+    broker.context.set_global(
+        HANDLER_CONTEXT_NAME,
+        ActivityHandler(
+            writer,
+            store,
+            dead_letters,
+            metrics,
+            settings.queue_type,
+            settings.queue_delivery_limit,
+        ),
     )
     return broker
 
 
-def queue_objects(settings: ProcessorSettings) -> list[RabbitQueue]:
-    """The dead-letter queue and the activity queue, as declared by both services."""
-    return [
-        RabbitQueue(queue.name, durable=True, arguments=cast("ClassicQueueArgs", queue.arguments))
-        for queue in activity_queues(settings.queue_type, settings.queue_delivery_limit)
-    ]
-
-
 def bulk_writer(
-    settings: ProcessorSettings, metrics: ProcessorMetrics | None = None
-) -> BulkWriter[Activity]:
+    settings: ProcessorSettings, store: ActivityStore, metrics: ProcessorMetrics
+) -> BulkWriter[EncodedActivity]:
     """A writer grouping inserts by PROCESSOR_BATCH_SIZE and PROCESSOR_BATCH_WAIT_MS."""
     return BulkWriter(
-        insert_activities,
+        store.insert_many,
         batch_size=settings.processor_batch_size,
         max_wait=settings.processor_batch_wait_ms / 1000,
         metrics=metrics,
@@ -107,15 +151,15 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         )
     client = mongo_client(settings.mongodb_url)
     metrics = ProcessorMetrics(CollectorRegistry())
-    writer = bulk_writer(settings, metrics)
-    broker = build_broker(settings, writer, metrics)
-    dead_letter_queue = queue_objects(settings)[0]
+    store = ActivityStore(durable_database(client, settings.mongodb_database), metrics)
+    writer = bulk_writer(settings, store, metrics)
+    broker = build_broker(settings, store, writer, metrics)
+    handler: ActivityHandler = broker.context.get(HANDLER_CONTEXT_NAME)
+    renderer = load_renderer()
 
-    async def connect_database() -> None:
+    async def connect_and_declare() -> None:
         await init_documents(client, settings.mongodb_database, settings.retention_days)
-
-    async def declare_dead_letter_queue() -> None:
-        await broker.declare_queue(dead_letter_queue)
+        await declare_topology(broker, settings)
 
     async def stop_retrying_soon() -> None:
         writer.begin_shutdown(retry_for=SHUTDOWN_RETRY_SECONDS)
@@ -127,8 +171,12 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
     return AsgiFastStream(
         broker,
         logger=logging.getLogger("processor.app"),
-        asgi_routes=[*health_routes(broker, client), metrics_route(metrics.registry)],
-        asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None),
+        asgi_routes=[
+            *health_routes(broker, client, handler.progress),
+            metrics_route(metrics.registry),
+            *renderer_routes(renderer),
+        ],
+        asyncapi_path=asyncapi_page_route(renderer),
         specification=AsyncAPI(
             broker,
             title="event-tracker",
@@ -136,8 +184,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
             description="User activity events: queue `user_activities` (durable, "
             "dead-lettering to `user_activities.dlq`).",
         ),
-        on_startup=[connect_database],
-        after_startup=[declare_dead_letter_queue],
+        on_startup=[connect_and_declare],
         # FastStream runs on_shutdown, then stops the broker (waiting up to graceful_timeout
         # for in-flight handlers to write and ack), then after_shutdown.
         on_shutdown=[stop_retrying_soon],

@@ -1,7 +1,9 @@
 """Group documents into unordered bulk inserts by size and time; report each one's fate.
 
-A caller awaits `write(document)` and acknowledges its message only after the outcome,
-which is known only once the whole group was written with a durable write concern.
+A caller awaits `write_many(documents)` and settles its message only after the outcomes,
+which are known only once each document's group was written with a durable write
+concern. Every outcome resolves, whatever is raised: a write never leaves a caller
+waiting.
 """
 
 import asyncio
@@ -12,23 +14,17 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from pymongo.errors import (
-    BulkWriteError,
-    ConnectionFailure,
-    ExecutionTimeout,
-    OperationFailure,
-    PyMongoError,
-    WriteConcernError,
-)
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from processor.metrics import ProcessorMetrics
 
 logger = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
-# Server error codes that say "try again later", not "this document is bad": PyMongo's
-# retryable and "not primary" codes (replica set elections), 50 (MaxTimeMSExpired), and 133
-# (FailedToSatisfyReadPreference: mongos finds no primary for a shard during its election).
+# Per-document server error codes that say "try again later", not "this document is bad":
+# PyMongo's retryable and "not primary" codes (a replica set election interrupting an
+# unordered insert), 50 (MaxTimeMSExpired), and 133 (FailedToSatisfyReadPreference: mongos
+# finds no primary for a shard during its election).
 TRANSIENT_CODES = frozenset(
     {6, 7, 50, 89, 91, 133, 189, 262, 9001, 10058, 10107, 11600, 11602, 13435, 13436}
 )
@@ -42,29 +38,34 @@ class WriteOutcome(Enum):
 
     STORED = "stored"
     DUPLICATE = "duplicate"  # already stored: success for an idempotent write
-    REJECTED = "rejected"  # the database refuses this document: dead-letter it
+    REJECTED = "rejected"  # the database refuses this document: dead-letter it alone
     RETRY_LATER = "retry_later"  # the database stayed unavailable: requeue the message
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Backoff for transient database failures, retried in-process before giving up."""
+    """Backoff for database outages, retried in-process before giving up."""
 
     first_delay: float = 0.1
     max_delay: float = 5.0
     give_up_after: float = 60.0
 
 
-def _is_transient(error: PyMongoError) -> bool:
-    if isinstance(error, ConnectionFailure | WriteConcernError | ExecutionTimeout):
-        return True
-    if isinstance(error, OperationFailure) and not isinstance(error, BulkWriteError):
-        return error.code in TRANSIENT_CODES or error.has_error_label("RetryableWriteError")
-    return False
+@dataclass
+class _Pending(Generic[DocumentT]):
+    document: DocumentT
+    outcome: asyncio.Future[WriteOutcome]
 
 
 class BulkWriter(Generic[DocumentT]):
-    """Collects documents and inserts them in groups of up to `batch_size` or `max_wait`."""
+    """Collects documents and inserts them in groups of up to `batch_size` or `max_wait`.
+
+    Failures are told apart: a per-document write error (other than a duplicate or a
+    transient code) rejects that document only; any other database error is an outage,
+    retried with backoff for `give_up_after` seconds; an error that is not the database's
+    (a document the driver cannot encode, a bug) is narrowed down by writing the group in
+    halves, so only the document that causes it is rejected.
+    """
 
     def __init__(
         self,
@@ -80,20 +81,22 @@ class BulkWriter(Generic[DocumentT]):
         self._batch_size = batch_size
         self._max_wait = max_wait
         self._retry = retry or RetryPolicy()
-        self._pending: list[tuple[DocumentT, asyncio.Future[WriteOutcome]]] = []
+        self._pending: list[_Pending[DocumentT]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._groups: set[asyncio.Task[None]] = set()
         self._give_up_at: float | None = None  # loop time after which retries stop
 
-    async def write(self, document: DocumentT) -> WriteOutcome:
-        """Queue a document and wait until its group was written (or gave up)."""
-        future: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
-        self._pending.append((document, future))
+    async def write_many(self, documents: Sequence[DocumentT]) -> list[WriteOutcome]:
+        """Queue documents and wait until each one's group was written (or gave up)."""
+        loop = asyncio.get_running_loop()
+        entries = [_Pending(document, loop.create_future()) for document in documents]
+        self._pending.extend(entries)
         if len(self._pending) >= self._batch_size:
             self._flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._max_wait, self._flush)
-        return await asyncio.shield(future)
+            self._timer = loop.call_later(self._max_wait, self._flush)
+        # Shielded: a cancelled caller (shutdown) must not cancel a group in flight.
+        return list(await asyncio.shield(asyncio.gather(*(e.outcome for e in entries))))
 
     def begin_shutdown(self, retry_for: float) -> None:
         """Write what is pending now and stop retrying `retry_for` seconds from now.
@@ -114,20 +117,21 @@ class BulkWriter(Generic[DocumentT]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._pending:
-            return
-        group, self._pending = self._pending, []
-        task = asyncio.create_task(self._write_group(group))
-        self._groups.add(task)
-        task.add_done_callback(self._groups.discard)
+        while self._pending:
+            group = self._pending[: self._batch_size]
+            del self._pending[: self._batch_size]
+            task = asyncio.create_task(self._write_group(group))
+            self._groups.add(task)
+            task.add_done_callback(self._groups.discard)
 
-    async def _write_group(
-        self, group: list[tuple[DocumentT, asyncio.Future[WriteOutcome]]]
-    ) -> None:
-        outcomes = await self._insert_with_retries([document for document, _ in group])
-        for (_, future), outcome in zip(group, outcomes, strict=True):
-            if not future.done():
-                future.set_result(outcome)
+    async def _write_group(self, group: list[_Pending[DocumentT]]) -> None:
+        try:
+            outcomes = await self._insert_with_retries([entry.document for entry in group])
+        except BaseException:
+            # Cancelled, or a bug in this module: the messages go back to the queue.
+            _resolve(group, [WriteOutcome.RETRY_LATER] * len(group))
+            raise
+        _resolve(group, outcomes)
 
     async def _insert_with_retries(self, documents: list[DocumentT]) -> list[WriteOutcome]:
         outcomes = [WriteOutcome.RETRY_LATER] * len(documents)
@@ -137,7 +141,7 @@ class BulkWriter(Generic[DocumentT]):
         give_up_at = loop.time() + self._retry.give_up_after
         delay = self._retry.first_delay
         while todo:
-            todo = await self._insert_once([documents[i] for i in todo], outcomes, todo)
+            todo = await self._insert_once(documents, outcomes, todo)
             if not todo:
                 break
             if loop.time() >= give_up_at or self._shutting_down_past_deadline():
@@ -155,26 +159,33 @@ class BulkWriter(Generic[DocumentT]):
     async def _insert_once(
         self, documents: list[DocumentT], outcomes: list[WriteOutcome], indexes: list[int]
     ) -> list[int]:
-        """Insert `documents` (at `indexes` of the group); return the indexes to retry."""
+        """Insert the documents at `indexes`; set their outcomes; return the indexes to retry."""
         started = time.perf_counter()
         try:
-            await self._insert_many(documents)
+            await self._insert_many([documents[i] for i in indexes])
         except BulkWriteError as error:
-            self._observe(len(documents), started)
-            return self._sort_write_errors(error, outcomes, indexes)
-        except PyMongoError as error:
-            self._observe(len(documents), started)
-            if not _is_transient(error):
-                logger.exception("bulk insert refused", extra={"documents": len(documents)})
-                for index in indexes:
-                    outcomes[index] = WriteOutcome.REJECTED
-                return []
+            self._observe(len(indexes), started)
+            return _sort_write_errors(error, outcomes, indexes)
+        except PyMongoError as error:  # an outage: connection, election, disk, credentials
+            self._observe(len(indexes), started)
             logger.warning(
                 "bulk insert failed, will retry",
-                extra={"documents": len(documents), "error_type": type(error).__name__},
+                extra={"documents": len(indexes), "error_type": type(error).__name__},
             )
             return indexes
-        self._observe(len(documents), started)
+        except Exception as error:  # not the database's: find the document that causes it
+            self._observe(len(indexes), started)
+            if len(indexes) == 1:
+                logger.error(
+                    "document cannot be written",
+                    extra={"error_type": type(error).__name__, "error": str(error)[:200]},
+                )
+                outcomes[indexes[0]] = WriteOutcome.REJECTED
+                return []
+            middle = len(indexes) // 2
+            retry = await self._insert_once(documents, outcomes, indexes[:middle])
+            return retry + await self._insert_once(documents, outcomes, indexes[middle:])
+        self._observe(len(indexes), started)
         for index in indexes:
             outcomes[index] = WriteOutcome.STORED
         return []
@@ -189,25 +200,31 @@ class BulkWriter(Generic[DocumentT]):
             self._metrics.bulk_write_size.observe(size)
             self._metrics.bulk_write_duration.observe(duration)
 
-    @staticmethod
-    def _sort_write_errors(
-        error: BulkWriteError, outcomes: list[WriteOutcome], indexes: list[int]
-    ) -> list[int]:
-        failed: dict[int, int] = {
-            indexes[item["index"]]: item["code"] for item in error.details.get("writeErrors", [])
-        }
-        retry = []
-        for index in indexes:
-            code = failed.get(index)
-            if code is None:
-                outcomes[index] = WriteOutcome.STORED
-            elif code == DUPLICATE_KEY:
-                outcomes[index] = WriteOutcome.DUPLICATE
-            elif code in TRANSIENT_CODES:
-                retry.append(index)
-            else:
-                outcomes[index] = WriteOutcome.REJECTED
-        if error.details.get("writeConcernErrors"):
-            # Written but not confirmed durable: write again; a repeat is a duplicate.
-            return indexes
-        return retry
+
+def _sort_write_errors(
+    error: BulkWriteError, outcomes: list[WriteOutcome], indexes: list[int]
+) -> list[int]:
+    failed: dict[int, int] = {
+        indexes[item["index"]]: item["code"] for item in error.details.get("writeErrors", [])
+    }
+    retry = []
+    for index in indexes:
+        code = failed.get(index)
+        if code is None:
+            outcomes[index] = WriteOutcome.STORED
+        elif code == DUPLICATE_KEY:
+            outcomes[index] = WriteOutcome.DUPLICATE
+        elif code in TRANSIENT_CODES:
+            retry.append(index)
+        else:
+            outcomes[index] = WriteOutcome.REJECTED
+    if error.details.get("writeConcernErrors"):
+        # Written but not confirmed durable: write again; a repeat is a duplicate.
+        return indexes
+    return retry
+
+
+def _resolve(group: Sequence[_Pending[Any]], outcomes: Sequence[WriteOutcome]) -> None:
+    for entry, outcome in zip(group, outcomes, strict=True):
+        if not entry.outcome.done():
+            entry.outcome.set_result(outcome)

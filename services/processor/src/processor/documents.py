@@ -2,20 +2,26 @@
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from beanie import Document, init_beanie
+from bson import encode
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pydantic import Field, JsonValue
 from pymongo import AsyncMongoClient, IndexModel, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from activity_contract.events import ActivityMessage
 from activity_contract.storage import (
     ACTIVITIES_COLLECTION,
+    ERASURES_COLLECTION,
     EVENT_TYPE_INDEX,
     EVENT_TYPE_KEYS,
     RETENTION_INDEX,
@@ -25,6 +31,9 @@ from activity_contract.storage import (
     USER_TIMELINE_KEYS,
 )
 
+if TYPE_CHECKING:
+    from processor.metrics import ProcessorMetrics
+
 logger = logging.getLogger(__name__)
 # An insert is acknowledged only once a majority has it in its journal (SPEC §6).
 DURABLE_WRITES = WriteConcern(w="majority", j=True)
@@ -33,6 +42,10 @@ DURABLE_WRITES = WriteConcern(w="majority", j=True)
 SERVER_SELECTION_TIMEOUT_MS = 5_000
 CONNECT_TIMEOUT_MS = 5_000
 SOCKET_TIMEOUT_MS = 30_000
+# How documents are encoded: standard UUIDs (the `_id`), aware datetimes.
+CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
+    tz_aware=True, uuid_representation=UuidRepresentation.STANDARD
+)
 
 
 class Activity(Document):
@@ -42,6 +55,7 @@ class Activity(Document):
     user_id: str
     event_type: str
     timestamp: datetime
+    original_timestamp: datetime | None = None
     metadata: dict[str, JsonValue]
     received_at: datetime
     processed_at: datetime
@@ -57,38 +71,105 @@ class Activity(Document):
             IndexModel(list(EVENT_TYPE_KEYS), name=EVENT_TYPE_INDEX),
         ]
 
-    @classmethod
-    def from_message(
-        cls, message: ActivityMessage, processed_at: datetime, redelivered: bool
-    ) -> "Activity":
-        """The document for a queue message."""
-        return cls(
-            id=message.event_id,
-            user_id=message.user_id,
-            event_type=message.event_type,
-            timestamp=message.timestamp,
-            metadata=message.metadata,
-            received_at=message.received_at,
-            processed_at=processed_at,
-            redelivered=redelivered,
-            schema_version=message.schema_version,
-        )
+    @staticmethod
+    def stored_form(
+        event: ActivityMessage, processed_at: datetime, redelivered: bool
+    ) -> dict[str, Any]:
+        """The document for an event, as stored (`_id` = event id), without a model instance.
 
-    def to_mongo(self) -> dict[str, Any]:
-        """The stored form, `_id` being the event id.
-
-        Every field already is a BSON type (UUID, aware datetime, JSON values), so Pydantic's
-        dump serves; Beanie's encoder would cost about ten times as much per document.
+        The same fields as this model (a test keeps them in step); building the dict
+        directly costs a fraction of validating a Beanie document per event.
         """
-        document: dict[str, Any] = self.model_dump(exclude={"revision_id"})
-        document["_id"] = document.pop("id")
+        document: dict[str, Any] = {
+            "_id": event.event_id,
+            "user_id": event.user_id,
+            "event_type": event.event_type,
+            "timestamp": event.timestamp,
+            "metadata": event.metadata,
+            "received_at": event.received_at,
+            "processed_at": processed_at,
+            "redelivered": redelivered,
+            "schema_version": event.schema_version,
+        }
+        if event.original_timestamp is not None:
+            document["original_timestamp"] = event.original_timestamp
         return document
 
 
-async def insert_activities(documents: Sequence[Activity]) -> None:
-    """Insert unordered with the collection's durable write concern (`init_documents`)."""
-    collection = Activity.get_pymongo_collection()
-    await collection.insert_many([document.to_mongo() for document in documents], ordered=False)
+@dataclass(frozen=True, slots=True)
+class EncodedActivity:
+    """One event's document as BSON, with what the erasure check needs beside it."""
+
+    bson: RawBSONDocument
+    event_id: UUID
+    user_id: str
+    received_at: datetime
+
+    @classmethod
+    def of(
+        cls, event: ActivityMessage, processed_at: datetime, redelivered: bool
+    ) -> "EncodedActivity":
+        """Encode one event; raises what the driver raises for what BSON cannot hold.
+
+        Encoding each document alone lets a failure be pinned on its event; the bulk insert
+        then sends these bytes as they are.
+        """
+        document = Activity.stored_form(event, processed_at, redelivered)
+        raw = RawBSONDocument(encode(document, codec_options=CODEC_OPTIONS))
+        return cls(raw, event.event_id, event.user_id, event.received_at)
+
+
+class ActivityStore:
+    """Writes activities durably and keeps erased users erased (SPEC §3.3a).
+
+    After each bulk insert it reads the erasure records of the users it wrote and deletes
+    their events received before the erasure. Whichever comes first, the erasure's own
+    delete or this check, the event does not stay stored.
+    """
+
+    def __init__(
+        self, database: AsyncDatabase[dict[str, object]], metrics: "ProcessorMetrics"
+    ) -> None:
+        """Write to `database` (bound with durable writes by `init_documents`)."""
+        self._activities = database[ACTIVITIES_COLLECTION]
+        self._erasures = database[ERASURES_COLLECTION]
+        self._metrics = metrics
+
+    async def insert_many(self, documents: Sequence[EncodedActivity]) -> None:
+        """Insert unordered, then drop what erasures cover; BulkWriteError passes through."""
+        try:
+            await self._activities.insert_many([d.bson for d in documents], ordered=False)
+        except BulkWriteError:
+            await self._drop_erased(documents)  # some were written: check them too
+            raise
+        await self._drop_erased(documents)
+
+    async def stored(self, event_ids: Sequence[UUID]) -> dict[UUID, dict[str, Any]]:
+        """The stored documents of these event ids, by id."""
+        return {
+            document["_id"]: document  # type: ignore[misc]
+            async for document in self._activities.find({"_id": {"$in": list(event_ids)}})
+        }
+
+    async def _drop_erased(self, documents: Sequence[EncodedActivity]) -> None:
+        users = list({document.user_id for document in documents})
+        erased_at: dict[object, datetime] = {
+            record["_id"]: record["erased_at"]  # type: ignore[misc]
+            async for record in self._erasures.find({"_id": {"$in": users}})
+        }
+        if not erased_at:
+            return
+        erased = [
+            document.event_id
+            for document in documents
+            if document.user_id in erased_at and document.received_at < erased_at[document.user_id]
+        ]
+        if erased:
+            result = await self._activities.delete_many(
+                {"_id": {"$in": erased}, "user_id": {"$in": list(erased_at)}}
+            )
+            self._metrics.erased.inc(result.deleted_count)
+            logger.info("erased events dropped", extra={"events": result.deleted_count})
 
 
 def mongo_client(url: str) -> AsyncMongoClient[dict[str, object]]:
@@ -103,6 +184,13 @@ def mongo_client(url: str) -> AsyncMongoClient[dict[str, object]]:
     )
 
 
+def durable_database(
+    client: AsyncMongoClient[dict[str, object]], database: str
+) -> AsyncDatabase[dict[str, object]]:
+    """`database` with writes acknowledged only once durable on a majority."""
+    return client.get_database(database, write_concern=DURABLE_WRITES)
+
+
 async def init_documents(
     client: AsyncMongoClient[dict[str, object]], database: str, retention_days: int = 0
 ) -> AsyncDatabase[dict[str, object]]:
@@ -111,7 +199,7 @@ async def init_documents(
     Beanie only creates the indexes declared in `Activity.Settings` and drops none (index
     dropping stays off), so the TTL index managed by `apply_retention` survives it.
     """
-    db = client.get_database(database, write_concern=DURABLE_WRITES)
+    db = durable_database(client, database)
     await init_beanie(database=db, document_models=[Activity])
     await apply_retention(db[ACTIVITIES_COLLECTION], retention_days)
     return db

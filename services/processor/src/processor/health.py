@@ -9,6 +9,8 @@ from faststream.rabbit import RabbitBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pymongo import AsyncMongoClient
 
+from processor.handlers import Progress
+
 PING_SECONDS = 1.0
 
 
@@ -28,9 +30,9 @@ async def _mongo_up(client: AsyncMongoClient[dict[str, object]]) -> bool:
 
 
 def health_routes(
-    broker: RabbitBroker, client: AsyncMongoClient[dict[str, object]]
+    broker: RabbitBroker, client: AsyncMongoClient[dict[str, object]], progress: Progress
 ) -> list[tuple[str, HttpHandler]]:
-    """`/health/live` and `/health/ready` (broker and MongoDB both needed to do work)."""
+    """`/health/live` and `/health/ready` (broker, MongoDB and a consumer that moves)."""
 
     @get(include_in_schema=False)
     async def live(_: object) -> AsgiResponse:
@@ -39,10 +41,11 @@ def health_routes(
 
     @get(include_in_schema=False)
     async def ready(_: object) -> AsgiResponse:
-        """200 when both the broker and MongoDB answer, 503 otherwise."""
+        """200 when the broker and MongoDB answer and the consumer moves, 503 otherwise."""
         checks = {
             "broker": "up" if await broker.ping(timeout=PING_SECONDS) else "down",
             "mongodb": "up" if await _mongo_up(client) else "down",
+            "consumer": "stalled" if progress.stalled() else "up",
         }
         up = all(state == "up" for state in checks.values())
         return _json(

@@ -5,8 +5,6 @@ Consumption counts and handler durations come from FastStream's
 knows: write outcomes, bulk writes and end-to-end latency. No label carries an id.
 """
 
-from datetime import datetime
-
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -34,8 +32,24 @@ class ProcessorMetrics:
         )
         self.dead_lettered = Counter(
             f"{PREFIX}_events_dead_lettered",
-            "Messages rejected without requeue, to the dead-letter queue.",
+            "Messages or events sent to the dead-letter queue, by reason.",
             ["reason"],
+            registry=registry,
+        )
+        self.consumed = Counter(
+            f"{PREFIX}_events_consumed",
+            "Events taken from the queue (a group message counts each of its events).",
+            registry=registry,
+        )
+        self.conflicts = Counter(
+            f"{PREFIX}_events_conflicting",
+            "Events whose id was already stored with other content (the first one stays).",
+            registry=registry,
+        )
+        self.erased = Counter(
+            f"{PREFIX}_events_erased",
+            "Events of erased users dropped after their bulk write (received before the "
+            "erasure, still queued when it happened).",
             registry=registry,
         )
         self.retried = Counter(
@@ -60,11 +74,6 @@ class ProcessorMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
-
-    def observe_stored(self, received_at: datetime, processed_at: datetime) -> None:
-        """Count a newly stored event and its end-to-end latency."""
-        self.persisted.inc()
-        self.end_to_end_latency.observe(max((processed_at - received_at).total_seconds(), 0.0))
 
     def broker_middleware(self) -> RabbitPrometheusMiddleware:
         """FastStream's consume metrics (`..._received_messages_total` etc.) on our registry."""

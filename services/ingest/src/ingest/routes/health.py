@@ -3,15 +3,15 @@
 import asyncio
 from typing import Literal
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from ingest.dependencies import PublisherDep
-from ingest.rate_limit import RateLimiterDep
+from ingest.deps import MetricsDep, PublisherDep, SharedWindowsDep
+from ingest.http.metrics import METRICS_PATH
 from ingest.reads import ActivityReader
 
-router = APIRouter(prefix="/health", tags=["health"])
+router = APIRouter(tags=["operations"])
 
 DependencyState = Literal["up", "down", "degraded", "not_configured"]
 PING_SECONDS = 1.0
@@ -40,16 +40,16 @@ async def _mongodb_state(reader: ActivityReader | None) -> DependencyState:
         return "down"
 
 
-@router.get("/live")
+@router.get("/health/live")
 async def live() -> Live:
     """Answer while the process runs."""
     return Live()
 
 
-@router.get("/ready", responses={503: {"model": Readiness}})
+@router.get("/health/ready", responses={503: {"model": Readiness}})
 async def ready(
-    request: Request, publisher: PublisherDep, rate_limiter: RateLimiterDep
-) -> JSONResponse:
+    request: Request, publisher: PublisherDep, shared_windows: SharedWindowsDep
+) -> Response:
     """200 when the broker connection is usable, 503 otherwise; lists every dependency.
 
     Only the broker decides. Without Redis each instance rate limits in memory (SPEC §8),
@@ -58,7 +58,7 @@ async def ready(
     """
     broker_up, redis_up, mongodb = await asyncio.gather(
         publisher.is_connected(),
-        rate_limiter.redis_state(),
+        shared_windows.ping(),
         _mongodb_state(request.app.state.reader),
     )
     checks: dict[str, DependencyState] = {
@@ -67,4 +67,14 @@ async def ready(
         "mongodb": mongodb,
     }
     body = Readiness(status="ready" if broker_up else "unavailable", checks=checks)
-    return JSONResponse(body.model_dump(), status_code=200 if broker_up else 503)
+    return Response(
+        body.model_dump_json(),
+        status_code=200 if broker_up else 503,
+        media_type="application/json",
+    )
+
+
+@router.get(METRICS_PATH, include_in_schema=False)
+async def metrics(metrics: MetricsDep) -> Response:
+    """Every ingest metric in Prometheus text format."""
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

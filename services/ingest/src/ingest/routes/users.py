@@ -1,20 +1,27 @@
 """Read API: one user's stored activity, newest first, page by page (SPEC §3.3)."""
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from activity_contract.events import MAX_EVENT_TYPE_LENGTH, MAX_USER_ID_LENGTH, ActivityOut
-from ingest.dependencies import ReaderDep
-from ingest.errors import READ_ERROR_RESPONSES, InvalidQueryError
+from activity_contract.events import (
+    EVENT_TYPE_PATTERN,
+    MAX_EVENT_TYPE_LENGTH,
+    MAX_USER_ID_LENGTH,
+    ActivityOut,
+    Rfc3339Datetime,
+)
+from ingest.deps import EraserDep, MetricsDep, ReaderDep
+from ingest.http.errors import ERASURE_ERROR_RESPONSES, READ_ERROR_RESPONSES, InvalidQueryError
 from ingest.reads import ActivityQuery, InvalidCursorError, Position
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
-# The app includes it with `require_read_key` (ingest/app.py): every route needs a read key.
-router = APIRouter(prefix="/users", tags=["users"], responses=READ_ERROR_RESPONSES)
+# The app includes it with `require_read_key` and the read rate limit (ingest/app.py).
+router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=READ_ERROR_RESPONSES)
 
 
 class ActivityPageOut(BaseModel):
@@ -26,7 +33,10 @@ class ActivityPageOut(BaseModel):
     )
 
 
-@router.get("/{user_id}/activities")
+# `:path` lets the id contain `/`: servers decode `%2F` into `/` before routing, so
+# `a%2Fb` reaches the router as `/users/a/b/activities`. The regex is greedy and the path
+# ends in `/activities`, so the id is everything in between.
+@router.get("/{user_id:path}/activities")
 async def list_user_activities(
     reader: ReaderDep,
     user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID_LENGTH)],
@@ -34,16 +44,16 @@ async def list_user_activities(
         str | None,
         Query(
             max_length=MAX_EVENT_TYPE_LENGTH,
-            pattern=r"^[A-Za-z][A-Za-z0-9_.:-]*$",
+            pattern=EVENT_TYPE_PATTERN,
             description="Only events of this type.",
         ),
     ] = None,
     since: Annotated[
-        AwareDatetime | None,
+        Rfc3339Datetime | None,
         Query(description="Only events at or after this time (RFC 3339 with offset)."),
     ] = None,
     until: Annotated[
-        AwareDatetime | None,
+        Rfc3339Datetime | None,
         Query(description="Only events before this time (RFC 3339 with offset)."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
@@ -72,3 +82,33 @@ async def list_user_activities(
         )
     )
     return ActivityPageOut(items=page.items, next_cursor=page.next_cursor)
+
+
+# The app includes it with `require_admin_key` and the admin rate limit (ingest/app.py).
+erasure_router = APIRouter(
+    prefix="/api/v1/users", tags=["users"], responses=ERASURE_ERROR_RESPONSES
+)
+
+
+class ErasureOut(BaseModel):
+    """What an erasure did."""
+
+    user_id: str
+    deleted: int = Field(description="Stored events deleted by this call (0 when repeated).")
+    erased_at: datetime = Field(
+        description="Events of this user received before this time are deleted, and those "
+        "still queued are not stored."
+    )
+
+
+@erasure_router.delete("/{user_id:path}/activities")
+async def erase_user_activities(
+    eraser: EraserDep,
+    metrics: MetricsDep,
+    user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID_LENGTH)],
+) -> ErasureOut:
+    """Erase a user (GDPR art. 17): stored events are deleted, queued ones never stored."""
+    erasure = await eraser.erase(user_id)
+    metrics.erasures.inc()
+    metrics.erased_events.inc(erasure.deleted)
+    return ErasureOut(user_id=erasure.user_id, deleted=erasure.deleted, erased_at=erasure.erased_at)

@@ -1,0 +1,61 @@
+"""Erasing a user's activity (SPEC §3.3a, GDPR art. 17): record the erasure, then delete.
+
+The erasure is recorded first, with its time, so that the processor drops every event of
+the user received before it that is still queued or in a batch (it checks the record
+after each bulk write); then the events already stored are deleted.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pymongo import AsyncMongoClient, WriteConcern
+from pymongo.errors import PyMongoError
+
+from activity_contract.storage import ACTIVITIES_COLLECTION, ERASURES_COLLECTION
+from ingest.http.errors import DatabaseUnavailableError
+
+logger = logging.getLogger(__name__)
+
+# Acknowledged once a majority has it in its journal, like the processor's writes.
+DURABLE_WRITES = WriteConcern(w="majority", j=True)
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What one erasure did."""
+
+    user_id: str
+    erased_at: datetime
+    deleted: int
+
+
+class ActivityEraser:
+    """Erases users' stored and queued events; shares the read path's MongoDB client."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, object]], database: str) -> None:
+        """Erase in `database` through `client`."""
+        db = client.get_database(database, write_concern=DURABLE_WRITES)
+        self._activities = db[ACTIVITIES_COLLECTION]
+        self._erasures = db[ERASURES_COLLECTION]
+
+    async def erase(self, user_id: str) -> Erasure:
+        """Erase `user_id`: events received until now are deleted and not stored later.
+
+        Idempotent: a repeated erasure moves its time forward and deletes what arrived
+        in between (usually nothing).
+        """
+        erased_at = datetime.now(UTC)
+        try:
+            await self._erasures.update_one(
+                {"_id": user_id}, {"$set": {"erased_at": erased_at}}, upsert=True
+            )
+            result = await self._activities.delete_many(
+                {"user_id": user_id, "received_at": {"$lt": erased_at}}
+            )
+        except PyMongoError as error:
+            logger.warning("erasure failed", extra={"error_type": type(error).__name__})
+            raise DatabaseUnavailableError("The erasure could not be done right now.") from error
+        erasure = Erasure(user_id, erased_at, result.deleted_count)
+        logger.info("user erased", extra={"user_id": user_id, "deleted": erasure.deleted})
+        return erasure

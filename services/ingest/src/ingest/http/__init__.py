@@ -1,0 +1,1 @@
+"""HTTP plumbing: request ids, access log, body guards, the error envelope, HTTP metrics."""

@@ -1,0 +1,300 @@
+"""The SPEC §3.6 error envelope in one place: errors, their handlers, the 500 middleware."""
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+
+
+class ErrorDetail(BaseModel):
+    """One problem: where it is and what is wrong."""
+
+    loc: list[str | int] = Field(description="Path to the offending value, e.g. body.events.3.")
+    message: str
+    type: str
+    index: int | None = Field(default=None, description="Batch only: the bad event's index.")
+
+
+class ErrorBody(BaseModel):
+    """Every error response has this shape."""
+
+    error: str = Field(description="Machine-readable code, e.g. `validation_error`.")
+    message: str = Field(description="Human-readable sentence.")
+    details: list[ErrorDetail] = Field(default_factory=list)
+    event_ids: list[UUID] | None = Field(
+        default=None,
+        description="503 of a write only: the id of every event of the request, including "
+        "those the server assigned. Retry with these ids so nothing is stored twice.",
+    )
+
+
+class ApiError(Exception):
+    """A failure with a status, a code and a message for the client."""
+
+    status_code = 500
+    code = "internal_error"
+    message = "The server could not handle the request."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Sequence[ErrorDetail] = (),
+        headers: Mapping[str, str] | None = None,
+        event_ids: Sequence[UUID] | None = None,
+    ) -> None:
+        """Override the default message, add details, response headers or event ids."""
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = list(details)
+        self.headers = dict(headers or {})
+        self.event_ids = None if event_ids is None else list(event_ids)
+
+    def response(self) -> Response:
+        """The envelope for this error."""
+        return error_response(
+            self.status_code, self.code, self.message, self.details, self.headers, self.event_ids
+        )
+
+
+class BrokerUnavailableError(ApiError):
+    """RabbitMQ did not confirm the request's events: the client should retry them later."""
+
+    status_code = 503
+    code = "broker_unavailable"
+    message = (
+        "The events could not be confirmed by the message broker; retry later with the "
+        "same event ids (listed in event_ids)."
+    )
+
+    def __init__(self, event_ids: Sequence[UUID]) -> None:
+        """Answer 503 with `Retry-After`, naming every event id of the request."""
+        super().__init__(headers={"Retry-After": str(RETRY_AFTER_SECONDS)}, event_ids=event_ids)
+
+
+class RateLimitedError(ApiError):
+    """The client is over its rate limit (SPEC §8)."""
+
+    status_code = 429
+    code = "rate_limited"
+    message = (
+        "Too many requests from this client; retry after the number of seconds in Retry-After."
+    )
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        """Answer 429 with `Retry-After` and the `RateLimit-*` headers."""
+        super().__init__(headers=headers)
+
+
+class UnauthorizedError(ApiError):
+    """Missing or wrong API key (SPEC §3.5)."""
+
+    status_code = 401
+    code = "unauthorized"
+    message = "A valid API key is required: send Authorization: Bearer <key>."
+
+    def __init__(self) -> None:
+        """Answer 401 with the `WWW-Authenticate` challenge."""
+        super().__init__(headers={"WWW-Authenticate": "Bearer"})
+
+
+class DatabaseUnavailableError(ApiError):
+    """MongoDB did not answer the read API in time: the client should retry later."""
+
+    status_code = 503
+    code = "database_unavailable"
+    message = "Stored activity cannot be read right now; retry later."
+
+    def __init__(self, message: str | None = None) -> None:
+        """Answer 503 with `Retry-After`."""
+        super().__init__(message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+class InvalidQueryError(ApiError):
+    """A query value the schema alone cannot check (a cursor, a range) is wrong."""
+
+    status_code = 422
+    code = "validation_error"
+    message = "The request does not match the schema."
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        """Name the query parameter and what is wrong with it."""
+        super().__init__(
+            details=[ErrorDetail(loc=["query", parameter], message=problem, type="value_error")]
+        )
+
+
+def error_response(
+    status_code: int,
+    code: str,
+    message: str,
+    details: Sequence[ErrorDetail] = (),
+    headers: Mapping[str, str] | None = None,
+    event_ids: Sequence[UUID] | None = None,
+) -> Response:
+    """A JSON response in the error envelope, serialized by pydantic-core."""
+    body = ErrorBody(
+        error=code,
+        message=message,
+        details=list(details),
+        event_ids=None if event_ids is None else list(event_ids),
+    )
+    return Response(
+        body.model_dump_json(exclude_none=True),
+        status_code=status_code,
+        headers=dict(headers or {}),
+        media_type="application/json",
+    )
+
+
+def validation_details(errors: Sequence[Any]) -> list[ErrorDetail]:
+    """One detail per validation problem, with the batch index where there is one."""
+    details = []
+    for error in errors:
+        loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
+        index = loc[2] if loc[:2] == ["body", "events"] and len(loc) > 2 else None
+        details.append(
+            ErrorDetail(
+                loc=loc,
+                message=str(error.get("msg", "invalid value")),
+                type=str(error.get("type", "value_error")),
+                index=index if isinstance(index, int) else None,
+            )
+        )
+    return details
+
+
+_STATUS_CODES = {
+    400: "malformed_json",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+async def _api_error(_: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)  # noqa: S101 - registered for ApiError only
+    return error.response()
+
+
+async def _request_validation_error(_: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)  # noqa: S101 - registered for it only
+    errors = error.errors()
+    if any(item.get("type") == "json_invalid" for item in errors):
+        return error_response(
+            400, "malformed_json", "The request body is not valid JSON (UTF-8, RFC 8259)."
+        )
+    return error_response(
+        422,
+        "validation_error",
+        "The request does not match the schema.",
+        validation_details(errors),
+    )
+
+
+async def _http_error(_: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)  # noqa: S101 - registered for it only
+    code = _STATUS_CODES.get(error.status_code, "http_error")
+    message = error.detail if isinstance(error.detail, str) else "Request failed."
+    return error_response(error.status_code, code, message, headers=error.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every expected error with the envelope (the middleware below does the rest)."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _request_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+class UnexpectedErrorMiddleware:
+    """ASGI middleware: an exception nobody handled becomes a 500 envelope, logged once.
+
+    It sits inside the request-id middleware, so the answer carries `X-Request-ID` and the
+    log line names the request, and it does not re-raise, so the server keeps the
+    connection open for the client's next (pipelined) request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        """Wrap `app`."""
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; answer 500 in the envelope if it raised before answering."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking_start(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking_start)
+        except Exception as error:
+            logger.exception(
+                "unhandled error",
+                extra={"path": scope.get("path", ""), "error_type": type(error).__name__},
+            )
+            if started:  # too late for an envelope: the server ends the response
+                raise
+            response = error_response(
+                500, "internal_error", "The server could not handle the request."
+            )
+            await response(scope, receive, send)
+
+
+def _responses(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {"model": ErrorBody, "description": description}
+        for status, description in descriptions.items()
+    }
+
+
+WRITE_ERROR_RESPONSES = _responses(
+    {
+        400: "Malformed JSON (`malformed_json`): not parseable, not UTF-8, NaN or Infinity.",
+        401: "Missing or wrong API key (`unauthorized`).",
+        408: "The body did not arrive in time (`request_timeout`).",
+        413: "Body too large (`payload_too_large`).",
+        415: "Content type is not JSON, or a content encoding (`unsupported_media_type`).",
+        422: "Schema violation (`validation_error`), one detail per problem.",
+        429: "Over the rate limit (`rate_limited`); see `Retry-After`.",
+        503: "Not confirmed by RabbitMQ (`broker_unavailable`); see `Retry-After` and "
+        "retry with the ids in `event_ids`.",
+    }
+)
+
+ERASURE_ERROR_RESPONSES = _responses(
+    {
+        401: "Missing or wrong admin key (`unauthorized`): only ADMIN_API_KEYS work here.",
+        429: "Over the admin rate limit (`rate_limited`); see `Retry-After`.",
+        503: "MongoDB unreachable (`database_unavailable`); nothing was erased, retry.",
+    }
+)
+
+READ_ERROR_RESPONSES = _responses(
+    {
+        401: "Missing or wrong read API key (`unauthorized`).",
+        422: "Bad query value or cursor (`validation_error`), one detail per problem.",
+        429: "Over the read rate limit (`rate_limited`); see `Retry-After`.",
+        503: "MongoDB unreachable or too slow (`database_unavailable`); see `Retry-After`.",
+    }
+)

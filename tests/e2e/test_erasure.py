@@ -1,0 +1,126 @@
+"""Erasure (SPEC §3.3a): stored events deleted, queued ones never stored, later ones kept."""
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pymongo.asynchronous.collection import AsyncCollection
+
+from activity_contract.testing import ServiceProcess, event_payload
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+Document = dict[str, Any]
+ADMIN, READER, WRITER = "admin-key", "read-key", "ingest-key"
+ERASED, OTHER = "erase-me", "keep-me"
+
+
+@pytest.fixture
+def keyed_ingest(stack_env: dict[str, str]) -> Iterator[ServiceProcess]:
+    env = {
+        **stack_env,
+        "ADMIN_API_KEYS": ADMIN,
+        "READ_API_KEYS": READER,
+        "INGEST_API_KEYS": WRITER,
+        "LOG_LEVEL": "INFO",
+    }
+    with ServiceProcess("ingest", env, int(env["INGEST_PORT"])) as service:
+        yield service
+
+
+@pytest.fixture
+async def http(keyed_ingest: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=keyed_ingest.base_url, timeout=30) as client:
+        yield client
+
+
+async def post(http: httpx.AsyncClient, user_id: str, count: int) -> list[str]:
+    responses = await asyncio.gather(
+        *(
+            http.post(
+                "/api/v1/activities",
+                json=event_payload(user_id=user_id),
+                headers={"Authorization": f"Bearer {WRITER}"},
+            )
+            for _ in range(count)
+        )
+    )
+    assert {response.status_code for response in responses} == {202}
+    return [response.json()["event_id"] for response in responses]
+
+
+async def erase(http: httpx.AsyncClient, key: str | None = ADMIN) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return await http.delete(f"/api/v1/users/{ERASED}/activities", headers=headers)
+
+
+async def stored_for(activities: AsyncCollection[Document], user_id: str) -> int:
+    return await activities.count_documents({"user_id": user_id})
+
+
+async def test_erasure_deletes_stored_events_and_queued_ones_are_never_stored(
+    http: httpx.AsyncClient,
+    processor: ServiceProcess,
+    activities: AsyncCollection[Document],
+    wait_until: Any,
+    queue_depth: Any,
+) -> None:
+    processor.start()
+    await post(http, ERASED, 5)
+    assert await wait_until(lambda: _equals(stored_for(activities, ERASED), 5), within=60)
+
+    processor.stop()  # what is posted now waits in the queue
+    await post(http, ERASED, 7)
+    kept = await post(http, OTHER, 4)
+    assert await wait_until(lambda: _positive(queue_depth()), within=30)  # stats lag
+
+    first = await erase(http)
+    assert first.status_code == 200, first.text
+    assert first.json()["user_id"] == ERASED
+    assert first.json()["deleted"] == 5
+    second = await erase(http)  # harmless, and answered the same way
+    assert second.status_code == 200
+    assert second.json()["deleted"] == 0
+
+    processor.start()
+    assert await wait_until(lambda: _is_zero(queue_depth()), within=60)
+    assert await stored_for(activities, ERASED) == 0
+    stored_kept = [str(d["_id"]) async for d in activities.find({"user_id": OTHER})]
+    assert sorted(stored_kept) == sorted(kept)
+
+    later = await post(http, ERASED, 3)  # accepted after the erasure: stored as usual
+    assert await wait_until(lambda: _equals(stored_for(activities, ERASED), 3), within=60)
+    stored_later = [str(d["_id"]) async for d in activities.find({"user_id": ERASED})]
+    assert sorted(stored_later) == sorted(later)
+
+    ingest_metrics = (await http.get("/metrics")).text
+    assert "event_tracker_ingest_erasures_total 2.0" in ingest_metrics
+    assert "event_tracker_ingest_erased_events_total 5.0" in ingest_metrics
+    processor_metrics = (await http.get(f"{processor.base_url}/metrics")).text
+    assert "event_tracker_processor_events_erased_total 7.0" in processor_metrics
+
+
+async def test_only_admin_keys_erase(http: httpx.AsyncClient) -> None:
+    for key in (None, READER, WRITER, "wrong"):
+        refused = await erase(http, key)
+        assert refused.status_code == 401, key
+        assert refused.json()["error"] == "unauthorized"
+    assert (await erase(http)).status_code == 200
+    schema = (await http.get("/openapi.json")).json()
+    delete = schema["paths"]["/api/v1/users/{user_id}/activities"]["delete"]
+    assert delete["security"] == [{"AdminKey": []}]
+    assert schema["components"]["securitySchemes"]["AdminKey"]["scheme"] == "bearer"
+
+
+async def _equals(value: Any, expected: int) -> bool:
+    return bool(await value == expected)
+
+
+async def _positive(value: Any) -> bool:
+    return bool(await value > 0)
+
+
+async def _is_zero(value: Any) -> bool:
+    return bool(await value == 0)
