@@ -23,8 +23,8 @@ format: ## Apply ruff's formatting and safe fixes
 asyncapi: ## Regenerate asyncapi.yaml from the code
 	@$(UV) run --frozen faststream docs gen --factory processor.app:create_asyncapi_app --yaml --out asyncapi.yaml
 
-bench: ## Measure throughput and latency on this machine (BENCH_ARGS=--quick: about 2 minutes)
-	@$(UV) run --frozen python -m bench $(BENCH_ARGS)
+bench: ## Measure throughput and latency (BENCH_ARGS=--quick: a few minutes; BASELINE=dir: side by side)
+	@$(UV) run --frozen python -m bench $(if $(BASELINE),--baseline "$(BASELINE)") $(BENCH_ARGS)
 
 compose-check: ## Validate docker-compose.yml against the Compose specification
 	@scripts/check_compose.sh
