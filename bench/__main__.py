@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.baseline import baseline_spec
-from bench.phases import FULL, QUICK, Plan, SystemRun
+from bench.phases import FULL, GROUPS, QUICK, Plan, SystemRun
 from bench.report import BASELINE, SUBJECT, Measure, Report
 from bench.stack import event_tracker_spec, say, system_stack
 
@@ -52,6 +52,9 @@ def judge(report: Report, plan: Plan) -> None:
 
     def vs_baseline(key: str, factor: float, label: str) -> None:
         mine, other = ours.get(key, Measure()).value, theirs.get(key)
+        if mine is None:
+            report.target(label, None, "not measured")
+            return
         if other is None or not other.value or mine is None:
             report.target(label, None, f"{fmt(mine, '/s')}; needs --baseline")
             return
@@ -158,7 +161,7 @@ def title(plan: Plan, systems: list[str]) -> str:
     )
 
 
-def run(plan: Plan, baseline: Path | None) -> Report:
+def run(plan: Plan, baseline: Path | None, groups: frozenset[str] = GROUPS) -> Report:
     """Each system in turn: event-tracker, then the baseline when given."""
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -172,7 +175,7 @@ def run(plan: Plan, baseline: Path | None) -> Report:
         for spec in specs:
             system_started = time.perf_counter()
             with system_stack(spec) as system:
-                SystemRun(system, plan, report).run()
+                SystemRun(system, plan, report).run(groups)
             say(f"[{spec.name}] done in {time.perf_counter() - system_started:.0f} s")
     judge(report, plan)
     report.notes.append(
@@ -194,12 +197,26 @@ def main() -> None:
         help="folder of the Node baseline (api/, consumer/) to run side by side; "
         "copied to a temporary folder, never written to",
     )
+    parser.add_argument(
+        "--only",
+        default=",".join(sorted(GROUPS)),
+        help="comma-separated groups of phases to run: bare (publish and insert limits), "
+        "ingest (ingest, drains, 500/s while draining, end to end), refusal (the 429 path), "
+        "data (insert rate by stored size, reads, write path beside reads); default: all",
+    )
     args = parser.parse_args()
+    groups = frozenset(name.strip() for name in args.only.split(",") if name.strip())
+    if not groups or not groups <= GROUPS:
+        parser.error(f"--only takes some of {', '.join(sorted(GROUPS))}")
     if args.baseline is not None and not args.baseline.is_dir():
         parser.error(f"--baseline {args.baseline}: not a folder")
     # SIGTERM unwinds like Ctrl-C: services, servers and vhosts are stopped and deleted.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    report = run(QUICK if args.quick else FULL, args.baseline)
+    try:
+        report = run(QUICK if args.quick else FULL, args.baseline, groups)
+    except KeyboardInterrupt:
+        say("interrupted: everything started was stopped")
+        sys.exit(130)
     print(report.render(), flush=True)
 
 
