@@ -397,11 +397,11 @@ class SystemRun:
         latencies = stored_latencies(stack, "bench_e2e")
         missing = accepted - len(latencies)
         counted = with_missing(latencies, missing)
-        note = (
-            f"{missing:,} not stored after {plan.e2e_wait:.0f} s (counted as late)"
-            if missing
-            else ""
-        )
+        note = ""
+        if missing > 0:
+            note = f"{missing:,} accepted, not stored after {plan.e2e_wait:.0f} s (counted as late)"
+        elif missing < 0:
+            note = f"{-missing:,} events answered 503 were stored too (confirmed late)"
         self.put(
             "e2e_stored",
             "  ... processed_at - received_at, from the stored documents",
