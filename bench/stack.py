@@ -126,9 +126,8 @@ class Service:
         url = f"http://127.0.0.1:{self.port}/health/ready"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.process.returncode}:\n{self.tail()}"
-                )
+                code, self.process = self.process.returncode, None
+                raise RuntimeError(f"{self.name} exited with {code}:\n{self.tail()}")
             with (
                 contextlib.suppress(OSError, urllib.error.URLError),
                 urllib.request.urlopen(url, timeout=1) as answer,
@@ -148,6 +147,9 @@ class Service:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                for pid in descendants(self.process.pid):  # its workers would outlive it
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
                 self.process.kill()
                 self.process.wait()
                 say(f"  {self.name} ignored SIGTERM for {timeout:.0f} s: killed")
@@ -277,6 +279,19 @@ def rabbitmq_pid() -> int | None:
         return int(status["pid"])
     except (RuntimeError, OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                below = [int(child) for child in children.read_text().split()]
+                found += below
+                todo += below
+    return found
 
 
 def cpu_seconds(pid: int | None) -> float | None:
