@@ -217,6 +217,9 @@ def main() -> None:
     except KeyboardInterrupt:
         say("interrupted: everything started was stopped")
         sys.exit(130)
+    except (RuntimeError, TimeoutError) as error:  # a service or the baseline did not start
+        say(f"bench failed: {error}")
+        sys.exit(1)
     print(report.render(), flush=True)
 
 
