@@ -17,6 +17,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pymongo.errors import PyMongoError
+
 from bench.baseline import baseline_spec
 from bench.phases import FULL, GROUPS, QUICK, Plan, SystemRun
 from bench.report import BASELINE, SUBJECT, Measure, Report
@@ -120,11 +122,12 @@ def judge(report: Report, plan: Plan) -> None:
             None if cpu is None else cpu <= PROCESSOR_US_PER_EVENT,
             fmt(cpu, " us"),
         )
-    cpu = ours.get("abuser", Measure()).cpu_us.get("ingest")
+    abuser = ours.get("abuser", Measure())
+    cpu = abuser.cpu_us.get("ingest")
     report.target(
         "7. ingest CPU <= 150 us per 429",
         None if cpu is None else cpu <= US_PER_REFUSAL,
-        fmt(cpu, " us") + f" at {fmt(ours.get('abuser', Measure()).value, ' x 429/s')}",
+        fmt(cpu) if cpu is None else f"{fmt(cpu, ' us')} at {fmt(abuser.value, ' x 429/s')}",
     )
     alone, beside = ours.get("good_alone"), ours.get("good_with")
     if alone and beside and alone.p99_ms and beside.p99_ms is not None:
@@ -217,7 +220,7 @@ def main() -> None:
     except KeyboardInterrupt:
         say("interrupted: everything started was stopped")
         sys.exit(130)
-    except (RuntimeError, TimeoutError) as error:  # a service or the baseline did not start
+    except (RuntimeError, TimeoutError, PyMongoError) as error:  # did not start or answer
         say(f"bench failed: {error}")
         sys.exit(1)
     print(report.render(), flush=True)

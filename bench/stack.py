@@ -24,6 +24,7 @@ from typing import Any
 
 import aio_pika
 from pymongo import AsyncMongoClient, MongoClient
+from pymongo.errors import PyMongoError
 
 from activity_contract.testing import (
     DEFAULT_RABBITMQ_URL,
@@ -44,6 +45,10 @@ READ_API_KEY = "bench-read-key"
 ROOT = Path(__file__).resolve().parent.parent
 # How long the bench waits for a service to answer 200 on /health/ready.
 START_TIMEOUT_SECONDS = 60.0
+# Bounds on the bench's own database calls (the server may be busy with abandoned reads).
+POLL_TIMEOUT_SECONDS = 10.0
+COUNT_TIMEOUT_SECONDS = 60.0
+READ_BACK_TIMEOUT_SECONDS = 120.0
 
 
 def say(line: str) -> None:
@@ -222,9 +227,19 @@ class SystemStack:
             log,
         )
 
-    def mongo(self) -> AsyncMongoClient[dict[str, Any]]:
-        """A client for this system's database server."""
-        return AsyncMongoClient(self.mongodb_url, tz_aware=True, uuidRepresentation="standard")
+    def mongo(self, timeout: float | None = None) -> AsyncMongoClient[dict[str, Any]]:
+        """A client for this system's database server; `timeout` s bounds each operation.
+
+        A server busy with work its clients gave up on (SecantusDB runs a query to its end
+        after the client's timeout) can take minutes to answer: the bench's own calls stay
+        bounded.
+        """
+        return AsyncMongoClient(
+            self.mongodb_url,
+            tz_aware=True,
+            uuidRepresentation="standard",
+            timeoutMS=None if timeout is None else int(timeout * 1000),
+        )
 
     def meter(self, **services: Service | None) -> "CpuMeter":
         """CPU of the given services plus Redis, the database and the RabbitMQ node, from now."""
@@ -406,7 +421,7 @@ def purge_queue(rabbitmq_url: str) -> int:
 
 
 async def _stored_count(stack: SystemStack) -> int:
-    client = stack.mongo()
+    client = stack.mongo(timeout=COUNT_TIMEOUT_SECONDS)
     try:
         return await client[stack.database]["activities"].estimated_document_count()
     finally:
@@ -421,16 +436,22 @@ def stored_count(stack: SystemStack) -> int:
 async def _wait_stored(
     stack: SystemStack, expected: int, within: float, label: str, interval: float
 ) -> list[tuple[float, int]]:
-    client = stack.mongo()
+    client = stack.mongo(timeout=POLL_TIMEOUT_SECONDS)
     collection = client[stack.database]["activities"]
     samples: list[tuple[float, int]] = []
     started = last_said = time.perf_counter()
+    count = 0
     try:
         while True:
-            count = await collection.estimated_document_count()
+            try:
+                count = await collection.estimated_document_count()
+                samples.append((time.perf_counter(), count))
+            except PyMongoError as error:  # a timeout: the server is busy, keep the bound
+                say(f"    {label}: no count from the database ({type(error).__name__})")
             now = time.perf_counter()
-            samples.append((now, count))
             if count >= expected or now - started > within:
+                if not samples:
+                    samples.append((now, count))
                 return samples
             if now - last_said >= 5:
                 say(f"    {label}: {count:,} of {expected:,} stored after {now - started:.0f} s")
@@ -443,12 +464,15 @@ async def _wait_stored(
 def wait_stored(
     stack: SystemStack, expected: int, within: float, label: str, interval: float = 0.1
 ) -> list[tuple[float, int]]:
-    """Poll the stored count until `expected` or `within` s; (perf_counter, count) samples."""
+    """Poll the stored count until `expected` or `within` s; (perf_counter, count) samples.
+
+    At least one sample; a poll the database does not answer in time is skipped.
+    """
     return asyncio.run(_wait_stored(stack, expected, within, label, interval))
 
 
 async def _latencies(stack: SystemStack, event_type: str) -> list[float]:
-    client = stack.mongo()
+    client = stack.mongo(timeout=READ_BACK_TIMEOUT_SECONDS)
     try:
         cursor = client[stack.database]["activities"].find(
             {"event_type": event_type}, {"received_at": 1, "processed_at": 1, "_id": 0}
@@ -463,6 +487,13 @@ async def _latencies(stack: SystemStack, event_type: str) -> list[float]:
         await client.close()
 
 
-def stored_latencies(stack: SystemStack, event_type: str) -> list[float]:
-    """processed_at - received_at of every stored event of `event_type`, sorted, in ms."""
-    return asyncio.run(_latencies(stack, event_type))
+def stored_latencies(stack: SystemStack, event_type: str) -> list[float] | None:
+    """processed_at - received_at of every stored event of `event_type`, sorted, in ms.
+
+    None when the database did not answer in time.
+    """
+    try:
+        return asyncio.run(_latencies(stack, event_type))
+    except PyMongoError as error:
+        say(f"  could not read back {event_type} events: {type(error).__name__}")
+        return None
