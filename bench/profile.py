@@ -11,13 +11,13 @@ inclusive (with what they call) and self. The raw samples stay in `--out`.
 
 import argparse
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
+from activity_contract.testing import venv_script
 from bench.stack import (
     event_tracker_spec,
     loadgen,
@@ -63,7 +63,7 @@ def summarize(raw: Path, top: int) -> str:
 def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling `pid` and its worker processes for `seconds`, into `out`."""
     command = [
-        shutil.which("py-spy") or "py-spy",
+        venv_script("py-spy"),  # beside this interpreter, or on PATH
         "record",
         "--pid",
         str(pid),
