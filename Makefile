@@ -26,8 +26,8 @@ asyncapi: ## Regenerate asyncapi.yaml from the code
 asyncapi-renderer: ## Re-vendor the /asyncapi page's renderer from npm (RENDERER_VERSION=x.y.z; default: the pinned one)
 	@$(UV) run --frozen python scripts/vendor_asyncapi_renderer.py $(RENDERER_VERSION)
 
-bench: ## Measure throughput and latency on this machine (BENCH_ARGS=--quick: about 2 minutes)
-	@$(UV) run --frozen python -m bench $(BENCH_ARGS)
+bench: ## Measure throughput and latency (BENCH_ARGS=--quick: a few minutes; BASELINE=dir: side by side)
+	@$(UV) run --frozen python -m bench $(if $(BASELINE),--baseline "$(BASELINE)") $(BENCH_ARGS)
 
 compose-check: ## Validate both Compose files (single node, cluster) against the Compose specification
 	@scripts/check_compose.sh

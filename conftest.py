@@ -15,8 +15,14 @@ from activity_contract.testing import (
     SecantusServer,
     rabbit_vhost,
 )
+from ingest.settings import IngestSettings
+from processor.settings import ProcessorSettings
 
 RABBITMQ_BASE_URL = os.environ.get("TEST_RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
+# Every variable the services read: the fields of their settings classes, upper-cased.
+SERVICE_VARIABLES = frozenset(
+    name.upper() for name in (*IngestSettings.model_fields, *ProcessorSettings.model_fields)
+)
 
 
 @pytest.fixture
@@ -38,6 +44,15 @@ def redis_key_prefix() -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture
+def no_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read only what the test sets: no `.env` (another cwd), no service variables."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name in SERVICE_VARIABLES:
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

@@ -1,267 +1,190 @@
-"""Throughput benchmark of the whole pipeline: `python -m bench [--quick]` (or `make bench`).
+"""Benchmark of the whole pipeline, side by side with a baseline: `python -m bench`.
 
-Starts its own RabbitMQ vhost, its own SecantusDB (unless MONGODB_URL is set) and both
-services as subprocesses on loopback, measures, stops everything and prints one table.
+`make bench` (full, 20-30 minutes), `make bench BENCH_ARGS=--quick` (a few minutes),
+`make bench BASELINE=/path/to/seed-node` (also runs the Node baseline, one system after
+the other). Each system gets its own RabbitMQ vhost, Redis, database and services on
+loopback; everything is stopped and deleted at the end, also on Ctrl-C or SIGTERM. The
+table goes to stdout, progress to stderr. See bench/README.md.
 """
 
 import argparse
-import asyncio
+import contextlib
 import os
 import platform
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
 
-from bench import bare
-from bench.loadgen import percentile
-from bench.report import Report, Row, cpu_note
-from bench.stack import (
-    INGEST_WORKERS,
-    CpuMeter,
-    Stack,
-    bench_stack,
-    loadgen,
-    queue_depth,
-    running,
-    say,
-    wait_stored,
-)
+from pymongo.errors import PyMongoError
 
-E2E_EVENT_TYPE = "bench_e2e"
+from bench.baseline import baseline_spec
+from bench.phases import FULL, GROUPS, QUICK, Plan, SystemRun
+from bench.report import BASELINE, SUBJECT, Measure, Report
+from bench.stack import event_tracker_spec, say, system_stack
 
-
-@dataclass(frozen=True)
-class Plan:
-    """Counts and durations of one run."""
-
-    name: str
-    publish_count: int
-    insert_count: int
-    single_seconds: float
-    batch_seconds: float
-    backlog_min: int
-    e2e_seconds: float
-    burst_seconds: float
-    e2e_rate: float = 1000.0
-    single_connections: int = 32
-    batch_connections: int = 8
-    batch_size: int = 100
-    insert_concurrency: int = 1
+# Issue 10, 16 and 18's targets.
+SINGLE_VS_BASELINE = 1.0
+BATCH_VS_BASELINE = 2.0
+DRAIN_BATCH_VS_INSERT = 0.8
+DRAIN_SINGLE_VS_INSERT = 0.5
+MIXED_P99_MS = 50.0
+E2E_P99_MS = 1000.0
+INGEST_US_PER_POST = 350.0
+PROCESSOR_US_PER_EVENT = 100.0
+US_PER_REFUSAL = 150.0
+GOOD_P99_GROWTH = 1.2
+READ_P50_MS = 100.0
+READ_MAX_MS = 300.0
+READ_TARGET_STORED = 250_000
 
 
-FULL = Plan("full", 50_000, 50_000, 20, 20, 100_000, 60, 20)
-QUICK = Plan("quick", 10_000, 10_000, 6, 6, 0, 10, 6)
+def fmt(value: float | None, unit: str = "") -> str:
+    """A figure for a verdict line."""
+    if value is None:
+        return "not measured"
+    return f"{value:,.2f}{unit}" if abs(value) < 10 else f"{value:,.0f}{unit}"
 
 
-def ingest_row(report: Report, name: str, result: dict[str, Any], cpu: str = "") -> Row:
-    """A row for one load-generator run against ingest."""
-    return report.add(
-        Row(
-            name,
-            result["events_per_second"],
-            "events/s",
-            result["p50_ms"],
-            result["p99_ms"],
-            result["non_202_share"],
-            cpu,
+def judge(report: Report, plan: Plan) -> None:
+    """Every target of issues 10, 16 and 18, met or missed, from the rows."""
+    ours = {row.key: row.measures.get(SUBJECT, Measure()) for row in report.rows}
+    theirs = {row.key: row.measures.get(BASELINE) for row in report.rows}
+
+    def vs_baseline(key: str, factor: float, label: str) -> None:
+        mine, other = ours.get(key, Measure()).value, theirs.get(key)
+        if mine is None:
+            report.target(label, None, "not measured")
+            return
+        if other is None or not other.value or mine is None:
+            report.target(label, None, f"{fmt(mine, '/s')}; needs --baseline")
+            return
+        ratio = mine / other.value
+        report.target(
+            label, ratio >= factor, f"{ratio:.2f} x ({fmt(mine, '/s')} vs {fmt(other.value, '/s')})"
         )
+
+    def at_most(key: str, field: str, bound: float, label: str, unit: str = " ms") -> None:
+        measure = ours.get(key)
+        value = None if measure is None else getattr(measure, field)
+        met = None if value is None else value <= bound
+        report.target(label, met, fmt(value, unit))
+
+    def at_least(key: str, bound: float, label: str) -> None:
+        value = ours.get(key, Measure()).value
+        report.target(label, None if value is None else value >= bound, fmt(value))
+
+    vs_baseline("single", SINGLE_VS_BASELINE, "1. single-event ingest >= 1.0 x the baseline")
+    single, other = ours.get("single", Measure()), theirs.get("single")
+    if other is not None and single.p99_ms is not None and other.p99_ms is not None:
+        report.target(
+            "1. single-event ingest p99 lower than the baseline's",
+            single.p99_ms < other.p99_ms,
+            f"{fmt(single.p99_ms, ' ms')} vs {fmt(other.p99_ms, ' ms')}",
+        )
+    vs_baseline("batch", BATCH_VS_BASELINE, "2. batch ingest >= 2 x the baseline")
+    at_least(
+        "drain_batch_ratio",
+        DRAIN_BATCH_VS_INSERT,
+        "3. drain of batch-posted events >= 0.8 x bare insert",
     )
-
-
-def drain_rate(samples: list[tuple[float, int]], before: int) -> float:
-    """Events/s from the first sample that saw new documents to the last one."""
-    moving = [(t, count) for t, count in samples if count > before]
-    if len(moving) < 2:
-        return 0.0
-    (t0, c0), (t1, c1) = moving[0], moving[-1]
-    return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
-
-
-async def stored_latencies(stack: Stack, event_type: str) -> list[float]:
-    """processed_at - received_at of every stored event of `event_type`, sorted, in ms."""
-    client = stack.mongo()
-    try:
-        cursor = client[stack.database]["activities"].find(
-            {"event_type": event_type}, {"received_at": 1, "processed_at": 1, "_id": 0}
+    at_least(
+        "drain_single_ratio",
+        DRAIN_SINGLE_VS_INSERT,
+        "3. drain of single-posted events >= 0.5 x bare insert",
+    )
+    at_most(
+        "mixed",
+        "p99_ms",
+        MIXED_P99_MS,
+        f"4. {plan.mixed_rate:,.0f} POSTs/s while draining: p99 <= 50 ms",
+    )
+    e2e = ours.get("e2e_http")
+    if e2e is not None and e2e.counts:
+        sent, accepted = e2e.counts["sent"], e2e.counts["accepted"]
+        report.target(
+            f"5. {plan.e2e_rate:,.0f} events/s for {plan.e2e_seconds:.0f} s: all accepted",
+            accepted == sent,
+            f"{accepted:,} of {sent:,} accepted",
         )
-        return sorted(
-            [
-                (doc["processed_at"] - doc["received_at"]).total_seconds() * 1000
-                async for doc in cursor
-            ]
+    at_most("e2e_stored", "p99_ms", E2E_P99_MS, "5. ... p99 of processed_at - received_at <= 1 s")
+    cpu = ours.get("single", Measure()).cpu_us.get("ingest")
+    report.target(
+        "6. ingest CPU <= 350 us per single POST",
+        None if cpu is None else cpu <= INGEST_US_PER_POST,
+        fmt(cpu, " us"),
+    )
+    for key, how in (("drain_batch", "batch-posted"), ("drain_single", "single-posted")):
+        cpu = ours.get(key, Measure()).cpu_us.get("proc")
+        report.target(
+            f"6. processor CPU <= 100 us per event ({how})",
+            None if cpu is None else cpu <= PROCESSOR_US_PER_EVENT,
+            fmt(cpu, " us"),
         )
-    finally:
-        await client.close()
+    abuser = ours.get("abuser", Measure())
+    cpu = abuser.cpu_us.get("ingest")
+    report.target(
+        "7. ingest CPU <= 150 us per 429",
+        None if cpu is None else cpu <= US_PER_REFUSAL,
+        fmt(cpu) if cpu is None else f"{fmt(cpu, ' us')} at {fmt(abuser.value, ' x 429/s')}",
+    )
+    alone, beside = ours.get("good_alone"), ours.get("good_with")
+    if alone and beside and alone.p99_ms and beside.p99_ms is not None:
+        growth = beside.p99_ms / alone.p99_ms
+        report.target(
+            "7. good client's p99 beside the abuser within 20 % of alone",
+            growth <= GOOD_P99_GROWTH,
+            f"{fmt(beside.p99_ms, ' ms')} vs {fmt(alone.p99_ms, ' ms')} ({growth:.2f} x)",
+        )
+    stored = plan.levels[-1]
+    scale = "" if stored >= READ_TARGET_STORED else f" (quick: ~{stored // 1000}k stored, not 250k)"
+    for key, whose in (("read_with", "with"), ("read_without", "without")):
+        read = ours.get(key)
+        if read is None or read.p50_ms is None:
+            continue
+        report.target(
+            f"8. read page of 50, users {whose} events: p50 <= 100 ms{scale}",
+            read.p50_ms <= READ_P50_MS,
+            fmt(read.p50_ms, " ms"),
+        )
+        report.target(
+            f"8. read page of 50, users {whose} events: max <= 300 ms{scale}",
+            read.value is not None and read.value <= READ_MAX_MS,
+            fmt(read.value, " ms"),
+        )
 
 
-def run(plan: Plan) -> Report:
-    """Every phase in order; the services and the vhost are stopped whatever happens."""
-    started = time.perf_counter()
-    title = (
+def title(plan: Plan, systems: list[str]) -> str:
+    """What ran where and when."""
+    return (
         f"event-tracker benchmark ({plan.name}), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average at start {os.getloadavg()[0]:.2f}, ingest workers {INGEST_WORKERS}"
+        f"load average at start {os.getloadavg()[0]:.2f}; systems: {'; '.join(systems)}"
     )
-    report = Report(title)
-    with bench_stack() as stack:
-        say("[1/6] bare limits of this machine")
-        publish = asyncio.run(bare.bare_publish_aio_pika(stack, plan.publish_count))
-        report.add(Row("bare publish-with-confirm, aio-pika, 1 channel", publish, "messages/s"))
-        publish_fs = asyncio.run(bare.bare_publish_faststream(stack, plan.publish_count))
-        report.add(Row("bare publish-with-confirm, FastStream publisher", publish_fs, "messages/s"))
-        db_meter = CpuMeter(stack.database_pid)
-        insert = asyncio.run(bare.bare_insert(stack, plan.insert_count, plan.insert_concurrency))
-        report.add(
-            Row(
-                "bare insert_many x500, w=majority j=true",
-                insert,
-                "documents/s",
-                cpu=cpu_note(db=db_meter.per_event_us(plan.insert_count)),
-            )
+
+
+def run(plan: Plan, baseline: Path | None, groups: frozenset[str] = GROUPS) -> Report:
+    """Each system in turn: event-tracker, then the baseline when given."""
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        specs = [event_tracker_spec()]
+        if baseline is not None:
+            specs.append(stack.enter_context(baseline_spec(baseline)))
+        report = Report(
+            title(plan, [f"{spec.name} ({spec.description})" for spec in specs]),
+            systems=[spec.name for spec in specs],
         )
-
-        ingest = stack.ingest()
-        processor = stack.processor()
-        with running(ingest):
-            say("[2/6] ingest alone (processor stopped)")
-            meter = CpuMeter(ingest.process.pid if ingest.process else None)
-            single = loadgen(
-                ingest.port,
-                "single POST",
-                duration=plan.single_seconds,
-                concurrency=plan.single_connections,
-            )
-            ingest_row(
-                report,
-                f"ingest single POST, {plan.single_connections} conns",
-                single,
-                cpu_note(ingest=meter.per_event_us(single["accepted_events"])),
-            )
-            meter = CpuMeter(meter.pid)
-            batch = loadgen(
-                ingest.port,
-                f"batch POST x{plan.batch_size}",
-                duration=plan.batch_seconds,
-                concurrency=plan.batch_connections,
-                batch=plan.batch_size,
-            )
-            ingest_row(
-                report,
-                f"ingest batch POST x{plan.batch_size}, {plan.batch_connections} conns",
-                batch,
-                cpu_note(ingest=meter.per_event_us(batch["accepted_events"])),
-            )
-            accepted = single["accepted_events"] + batch["accepted_events"]
-            if accepted < plan.backlog_min:
-                missing = plan.backlog_min - accepted
-                topup = loadgen(
-                    ingest.port,
-                    "backlog top-up",
-                    duration=600,
-                    concurrency=plan.batch_connections,
-                    batch=plan.batch_size,
-                    max_requests=-(-missing // plan.batch_size),
-                )
-                accepted += topup["accepted_events"]
-            say(f"  backlog: {asyncio.run(queue_depth(stack.rabbitmq_url)):,} messages queued")
-
-            say(f"[3/6] processor drains a backlog of {accepted:,} events")
-            with running(processor):
-                meter = CpuMeter(processor.process.pid if processor.process else None)
-                db_meter = CpuMeter(stack.database_pid)
-                count, waited, samples = asyncio.run(
-                    wait_stored(stack, accepted, within=300, label="drain", interval=0.25)
-                )
-                drain = drain_rate(samples, 0)
-                report.add(
-                    Row(
-                        f"processor drain of {accepted:,} queued events",
-                        drain,
-                        "events/s",
-                        cpu=cpu_note(
-                            processor=meter.per_event_us(count),
-                            db=db_meter.per_event_us(count),
-                        ),
-                    )
-                )
-                if count < accepted:
-                    say(f"  drain incomplete: {count:,} of {accepted:,} after {waited:.0f} s")
-
-                say(f"[4/6] end to end at {plan.e2e_rate:,.0f} events/s, open loop")
-                e2e = loadgen(
-                    ingest.port,
-                    "end to end",
-                    duration=plan.e2e_seconds,
-                    rate=plan.e2e_rate,
-                    concurrency=32,
-                    event_type=E2E_EVENT_TYPE,
-                )
-                accepted += e2e["accepted_events"]
-                ingest_row(
-                    report,
-                    f"end to end {plan.e2e_rate:,.0f}/s x {plan.e2e_seconds:.0f} s: HTTP",
-                    e2e,
-                )
-                asyncio.run(wait_stored(stack, accepted, within=60, label="end to end"))
-                latencies = asyncio.run(stored_latencies(stack, E2E_EVENT_TYPE))
-                report.add(
-                    Row(
-                        "  ... processed_at - received_at",
-                        len(latencies),
-                        "events",
-                        percentile(latencies, 0.5),
-                        percentile(latencies, 0.99),
-                    )
-                )
-
-                burst_rate = single["events_per_second"] / 2
-                say(f"[5/6] load at half the single-POST maximum ({burst_rate:,.0f}/s), then stop")
-                burst = loadgen(
-                    ingest.port,
-                    "half-max load",
-                    duration=plan.burst_seconds,
-                    rate=burst_rate,
-                    concurrency=64,
-                    event_type="bench_burst",
-                )
-                accepted += burst["accepted_events"]
-                count, _, samples = asyncio.run(
-                    wait_stored(stack, accepted, within=60, label="backlog", interval=0.05)
-                )
-                caught_up = next((t for t, c in samples if c >= accepted), None)
-                recovery = None if caught_up is None else max(0.0, caught_up - burst["ended_at"])
-                ingest_row(report, f"half-max load {burst_rate:,.0f}/s: HTTP", burst)
-                report.add(Row("  ... backlog back to 0 after load stops", recovery, "s"))
-        say("[6/6] stopping")
-
-    single_rate = single["events_per_second"]
-    report.add(
-        Row("ratio batch ingest / bare publish (aio-pika)", batch["events_per_second"] / publish)
-    )
-    report.add(Row("ratio processor drain / bare insert", drain / insert))
-    report.target(
-        "batch ingest >= 0.8 x bare publish",
-        batch["events_per_second"] >= 0.8 * publish,
-        f"{batch['events_per_second']:,.0f} vs {publish:,.0f}",
-    )
-    report.target(
-        "processor drain >= 0.8 x bare insert",
-        drain >= 0.8 * insert,
-        f"{drain:,.0f} vs {insert:,.0f}",
-    )
-    report.target("single ingest >= 3,000 events/s", single_rate >= 3000, f"{single_rate:,.0f}")
-    report.target(
-        f"HTTP p99 <= 50 ms at {plan.e2e_rate:,.0f}/s",
-        e2e["p99_ms"] <= 50,
-        f"{e2e['p99_ms']:.1f} ms",
-    )
-    report.target(
-        "backlog 0 within 2 s after half-max load",
-        recovery is not None and recovery <= 2,
-        "never" if recovery is None else f"{recovery:.2f} s",
+        for spec in specs:
+            system_started = time.perf_counter()
+            with system_stack(spec) as system:
+                SystemRun(system, plan, report).run(groups)
+            say(f"[{spec.name}] done in {time.perf_counter() - system_started:.0f} s")
+    judge(report, plan)
+    report.notes.append(
+        "CPU us/event: CPU time each process spent in the phase per event accepted (ingest, "
+        "redis) or stored (proc, db); mq is the machine's whole RabbitMQ node. "
+        "ratio = event-tracker / baseline. See bench/README.md."
     )
     say(f"done in {time.perf_counter() - started:.0f} s")
     return report
@@ -270,13 +193,37 @@ def run(plan: Plan) -> Report:
 def main() -> None:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller counts, about 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="smaller counts, a few minutes")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="folder of the Node baseline (api/, consumer/) to run side by side; "
+        "copied to a temporary folder, never written to",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(sorted(GROUPS)),
+        help="comma-separated groups of phases to run: bare (publish and insert limits), "
+        "ingest (ingest, drains, 500/s while draining, end to end), refusal (the 429 path), "
+        "data (insert rate by stored size, reads, write path beside reads); default: all",
+    )
     args = parser.parse_args()
-    # SIGTERM unwinds like Ctrl-C, so the services, the database and the vhost are stopped.
+    groups = frozenset(name.strip() for name in args.only.split(",") if name.strip())
+    if not groups or not groups <= GROUPS:
+        parser.error(f"--only takes some of {', '.join(sorted(GROUPS))}")
+    if args.baseline is not None and not args.baseline.is_dir():
+        parser.error(f"--baseline {args.baseline}: not a folder")
+    # SIGTERM unwinds like Ctrl-C: services, servers and vhosts are stopped and deleted.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    report = run(QUICK if args.quick else FULL)
+    try:
+        report = run(QUICK if args.quick else FULL, args.baseline, groups)
+    except KeyboardInterrupt:
+        say("interrupted: everything started was stopped")
+        sys.exit(130)
+    except (RuntimeError, TimeoutError, PyMongoError) as error:  # did not start or answer
+        say(f"bench failed: {error}")
+        sys.exit(1)
     print(report.render(), flush=True)
-    sys.exit(0)
 
 
 if __name__ == "__main__":

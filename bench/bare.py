@@ -1,6 +1,7 @@
 """Bare limits of this machine: what the broker and the database take without our services."""
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -12,9 +13,8 @@ import aio_pika
 from faststream.rabbit import RabbitBroker, RabbitQueue
 from pymongo import WriteConcern
 
-from activity_contract.events import ActivityMessage
 from activity_contract.topology import QueueType
-from bench.stack import Stack, say
+from bench.stack import SystemStack, say
 
 if TYPE_CHECKING:
     from faststream.rabbit.schemas.queue import ClassicQueueArgs
@@ -24,23 +24,28 @@ PUBLISH_WINDOW = 1000  # publishes awaiting their confirm at once
 
 
 def sample_body() -> bytes:
-    """A message body the size and shape of a real one."""
-    now = datetime.now(UTC)
-    message = ActivityMessage(
-        event_id=uuid.uuid4(),
-        user_id="bench-user-1",
-        event_type="bench_bare",
-        timestamp=now,
-        metadata={"path": "/page/1", "referrer": "bench", "n": 1},
-        received_at=now,
-    )
-    return message.model_dump_json().encode()
+    """A message body the size and shape of one event's message (plain JSON, no model)."""
+    now = datetime.now(UTC).isoformat()
+    message = {
+        "event_id": str(uuid.uuid4()),
+        "user_id": "bench-user-1",
+        "event_type": "bench_bare",
+        "timestamp": now,
+        "metadata": {"path": "/page/1", "referrer": "bench", "n": 1},
+        "received_at": now,
+        "schema_version": 1,
+    }
+    return json.dumps(message, separators=(",", ":")).encode()
 
 
-def bare_queue() -> dict[str, Any]:
-    """Arguments of a durable queue of the product's type (quorum unless QUEUE_TYPE says)."""
-    queue_type = QueueType(os.environ.get("QUEUE_TYPE", QueueType.QUORUM.value))
-    return {"x-queue-type": queue_type.value}
+def product_queue_type() -> QueueType:
+    """The queue type event-tracker declares (quorum unless QUEUE_TYPE says)."""
+    return QueueType(os.environ.get("QUEUE_TYPE", QueueType.QUORUM.value))
+
+
+def bare_queue(queue_type: QueueType | None = None) -> dict[str, Any]:
+    """Arguments of a durable queue of `queue_type` (default: the product's)."""
+    return {"x-queue-type": (queue_type or product_queue_type()).value}
 
 
 async def _windowed(count: int, publish_one: Callable[[], Awaitable[object]], label: str) -> float:
@@ -70,14 +75,16 @@ async def _windowed(count: int, publish_one: Callable[[], Awaitable[object]], la
     return count / (time.perf_counter() - started)
 
 
-async def bare_publish_aio_pika(stack: Stack, count: int) -> float:
+async def bare_publish_aio_pika(
+    stack: SystemStack, count: int, queue_type: QueueType | None = None
+) -> float:
     """Persistent, mandatory, confirmed publishes straight on one aio-pika channel."""
     body = sample_body()
     connection = await aio_pika.connect(stack.rabbitmq_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         queue = await channel.declare_queue(
-            "bench.bare_publish", durable=True, arguments=bare_queue()
+            "bench.bare_publish", durable=True, arguments=bare_queue(queue_type)
         )
 
         def publish() -> Awaitable[object]:
@@ -94,7 +101,7 @@ async def bare_publish_aio_pika(stack: Stack, count: int) -> float:
     return rate
 
 
-async def bare_publish_faststream(stack: Stack, count: int) -> float:
+async def bare_publish_faststream(stack: SystemStack, count: int) -> float:
     """The same through a FastStream publisher object (as ingest publishes)."""
     body = sample_body()
     broker = RabbitBroker(stack.rabbitmq_url)
@@ -138,7 +145,7 @@ def _documents(count: int) -> list[dict[str, Any]]:
     ]
 
 
-async def bare_insert(stack: Stack, count: int, concurrency: int) -> float:
+async def bare_insert(stack: SystemStack, count: int, concurrency: int) -> float:
     """insert_many of INSERT_BATCH plain documents, w=majority j=true; return documents/s."""
     client = stack.mongo()
     try:

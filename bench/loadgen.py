@@ -9,6 +9,11 @@ process can offer several thousand requests per second with little CPU. Two mode
   answered; latency is measured from the due time, so back-pressure cannot hide queueing
   (no coordinated omission).
 
+Requests are single-event POSTs, batch POSTs (`--batch N`) or timeline reads
+(`--read-prefix P --read-users N --api-key K`: GET /api/v1/users/{P}{i}/activities?limit=50).
+`--source 127.0.0.2` binds every connection to that loopback address, so two load
+generators look like two clients to a per-IP rate limit (Linux routes all of 127.0.0.0/8).
+
 Prints one JSON object with counts and exact latency percentiles on stdout, and progress
 lines on stderr.
 """
@@ -26,6 +31,7 @@ import uvloop
 
 PROGRESS_EVERY_SECONDS = 5.0
 MAX_OPEN_LOOP_CONNECTIONS = 1024
+MAX_GRACE_SECONDS = 30.0  # open loop: answers awaited after the last request was due
 
 
 class Connection(asyncio.Protocol):
@@ -90,6 +96,16 @@ def percentile(sorted_values: list[float], share: float) -> float:
 
 def build_requests(args: argparse.Namespace) -> list[bytes]:
     """A few distinct raw requests to cycle through (the server assigns each event id)."""
+    host = f"Host: {args.host}:{args.port}\r\n"
+    if args.read_prefix:
+        auth = f"Authorization: Bearer {args.api_key}\r\n" if args.api_key else ""
+        return [
+            (
+                f"GET /api/v1/users/{args.read_prefix}{user}/activities?limit={args.page_size} "
+                f"HTTP/1.1\r\n{host}{auth}\r\n"
+            ).encode()
+            for user in range(args.read_users)
+        ]
     requests = []
     for variant in range(16):
         event = {
@@ -104,7 +120,7 @@ def build_requests(args: argparse.Namespace) -> list[bytes]:
             path = "/api/v1/activities"
             body = json.dumps(event).encode()
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
+            f"POST {path} HTTP/1.1\r\n{host}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         requests.append(head.encode() + body)
@@ -112,9 +128,10 @@ def build_requests(args: argparse.Namespace) -> list[bytes]:
 
 
 async def connect(args: argparse.Namespace) -> Connection:
-    """Open one connection."""
+    """Open one connection (from `--source` when given)."""
+    local = (args.source, 0) if args.source else None
     _, connection = await asyncio.get_running_loop().create_connection(
-        Connection, args.host, args.port
+        Connection, args.host, args.port, local_addr=local
     )
     return connection
 
@@ -207,7 +224,7 @@ async def open_loop(args: argparse.Namespace, results: Results) -> float:
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
     # Bounded: what is not answered by then counts as an error (the server fell behind).
-    deadline = started + args.duration * 2 + 10
+    deadline = started + args.duration + min(args.duration, MAX_GRACE_SECONDS) + 10
     while in_flight and time.perf_counter() < deadline:
         await asyncio.wait(in_flight, timeout=deadline - time.perf_counter())
     for task in list(in_flight):
@@ -231,7 +248,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = await closed_loop(args, results)
     ended_at = time.time()
     latencies = sorted(results.latencies)
-    accepted = results.statuses.get("202", 0)
+    # 2xx: 202 for ingest, 200 for reads.
+    accepted = sum(n for status, n in results.statuses.items() if status.startswith("2"))
     answered = len(latencies)
     return {
         "mode": "open" if args.rate else "closed",
@@ -239,7 +257,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "answered": answered,
         "accepted_requests": accepted,
         "accepted_events": accepted * args.batch,
-        "non_202_share": (answered - accepted + results.errors) / max(1, results.sent),
+        "refused": results.statuses.get("429", 0),
+        "non_2xx_share": (answered - accepted + results.errors) / max(1, results.sent),
         "statuses": results.statuses,
         "errors": results.errors,
         "elapsed": elapsed,
@@ -264,6 +283,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-requests", type=int, default=0, help="closed loop: stop after")
     parser.add_argument("--event-type", default="bench_load")
     parser.add_argument("--label", default="load")
+    parser.add_argument("--source", default="", help="local loopback address to connect from")
+    parser.add_argument("--read-prefix", default="", help="GET timelines of users PREFIX<i>")
+    parser.add_argument("--read-users", type=int, default=100, help="users to cycle through")
+    parser.add_argument("--page-size", type=int, default=50, help="`limit` of each read")
+    parser.add_argument("--api-key", default="", help="bearer key of the reads")
     return parser.parse_args(argv)
 
 
@@ -272,6 +296,8 @@ def main() -> None:
     args = parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("loadgen: refusing a non-loopback target")
+    if args.source and not args.source.startswith("127."):
+        sys.exit("loadgen: --source must be a loopback address (127.0.0.0/8)")
     print(json.dumps(uvloop.run(run(args))), flush=True)
 
 

@@ -5,21 +5,27 @@ loads one service, samples it with py-spy (needs ptrace: root, or
 `kernel.yama.ptrace_scope=0`) and prints the functions holding the most samples,
 inclusive (with what they call) and self. The raw samples stay in `--out`.
 
-- ingest: single-event POSTs, closed loop, 32 connections, processor stopped;
+- ingest: single-event POSTs, closed loop, 64 connections, processor stopped;
 - processor: drains a backlog of `--events` (posted in batches first).
 """
 
 import argparse
-import asyncio
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-from bench.stack import CpuMeter, bench_stack, loadgen, running, say, wait_stored
+from activity_contract.testing import venv_script
+from bench.stack import (
+    event_tracker_spec,
+    loadgen,
+    running,
+    say,
+    system_stack,
+    wait_stored,
+)
 
 SAMPLE_RATE_HZ = 200
 FRAME = re.compile(r"(?P<function>.*?) \((?P<file>.*?)(?::\d+)?\)$")
@@ -57,7 +63,7 @@ def summarize(raw: Path, top: int) -> str:
 def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling `pid` and its worker processes for `seconds`, into `out`."""
     command = [
-        shutil.which("py-spy") or "py-spy",
+        venv_script("py-spy"),  # beside this interpreter, or on PATH
         "record",
         "--pid",
         str(pid),
@@ -76,19 +82,19 @@ def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
 
 def profile_ingest(seconds: float, out: Path) -> None:
     """Single-event POSTs at the maximum rate while py-spy samples ingest."""
-    with bench_stack() as stack, running(stack.ingest()) as ingest:
-        assert ingest.process is not None  # noqa: S101 - started by `running`
-        spy = record(ingest.process.pid, seconds, out)
-        meter = CpuMeter(ingest.process.pid)
-        result = loadgen(ingest.port, "profile ingest", duration=seconds + 2, concurrency=32)
+    with system_stack(event_tracker_spec()) as stack, running(stack.ingest()) as ingest:
+        assert ingest.pid is not None  # noqa: S101 - started by `running`
+        spy = record(ingest.pid, seconds, out)
+        meter = stack.meter(ingest=ingest)
+        result = loadgen(ingest.port, "profile ingest", duration=seconds + 2, concurrency=64)
         spy.wait()
-        cpu = meter.per_event_us(result["accepted_events"])
+        cpu = meter.per_event_us(result["accepted_events"]).get("ingest", 0.0)
         say(f"  {result['events_per_second']:,.0f} events/s under py-spy, CPU {cpu:,.0f} us/event")
 
 
 def profile_processor(seconds: float, out: Path, events: int) -> None:
     """A backlog of `events` drained while py-spy samples the processor."""
-    with bench_stack() as stack:
+    with system_stack(event_tracker_spec()) as stack:
         with running(stack.ingest()) as ingest:
             posted = loadgen(
                 ingest.port,
@@ -99,14 +105,14 @@ def profile_processor(seconds: float, out: Path, events: int) -> None:
                 max_requests=-(-events // 100),
             )
         with running(stack.processor()) as processor:
-            assert processor.process is not None  # noqa: S101 - started by `running`
-            spy = record(processor.process.pid, seconds, out)
-            meter = CpuMeter(processor.process.pid)
-            count, waited, _ = asyncio.run(
-                wait_stored(stack, posted["accepted_events"], within=300, label="drain")
-            )
+            assert processor.pid is not None  # noqa: S101 - started by `running`
+            spy = record(processor.pid, seconds, out)
+            meter = stack.meter(proc=processor)
+            samples = wait_stored(stack, posted["accepted_events"], within=300, label="drain")
             spy.wait()
-            cpu = meter.per_event_us(count)
+            count = samples[-1][1]
+            cpu = meter.per_event_us(count).get("proc", 0.0)
+            waited = samples[-1][0] - samples[0][0]
             say(f"  {count:,} stored in {waited:.1f} s under py-spy, CPU {cpu:,.0f} us/event")
 
 

@@ -1,27 +1,38 @@
-"""The parts a benchmark run starts and always stops: vhost, database, services, loadgen."""
+"""What a benchmark run starts and always stops, per system under test.
 
+Each system (event-tracker, and the Node baseline when given) gets its own RabbitMQ vhost,
+its own throw-away `redis-server`, its own SecantusDB (or its own database on MONGODB_URL)
+and its services as child processes on loopback. CPU time is read from /proc.
+"""
+
+import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 from pymongo import AsyncMongoClient, MongoClient
+from pymongo.errors import PyMongoError
 
 from activity_contract.testing import (
     DEFAULT_RABBITMQ_URL,
+    RedisServer,
     SecantusServer,
-    ServiceProcess,
     free_port,
     rabbit_vhost,
+    rabbitmqctl,
 )
 from activity_contract.topology import ACTIVITY_QUEUE
 
@@ -30,69 +41,246 @@ UNLIMITED_RATE = "1000000/second"
 # One ingest worker per core unless INGEST_WORKERS says otherwise: the production setting
 # for a machine whose cores ingest may use (one worker is bound to one core).
 INGEST_WORKERS = os.environ.get("INGEST_WORKERS") or str(os.cpu_count() or 1)
+READ_API_KEY = "bench-read-key"
+ROOT = Path(__file__).resolve().parent.parent
+# How long the bench waits for a service to answer 200 on /health/ready.
+START_TIMEOUT_SECONDS = 60.0
+# Bounds on the bench's own database calls (the server may be busy with abandoned reads).
+POLL_TIMEOUT_SECONDS = 10.0
+COUNT_TIMEOUT_SECONDS = 60.0
+READ_BACK_TIMEOUT_SECONDS = 120.0
 
 
 def say(line: str) -> None:
-    """A progress line."""
+    """A progress line (stderr: stdout carries only the table)."""
     print(line, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
-class Stack:
-    """Where the benchmark's own broker vhost and database are."""
+class SystemSpec:
+    """How to start one system's two services.
 
+    Both read the same environment variables (RABBITMQ_URL, REDIS_URL, RATE_LIMIT,
+    INGEST_HOST/PORT, MONGODB_URL, MONGODB_DATABASE, PROCESSOR_HOST/PORT).
+    """
+
+    name: str
+    ingest_command: tuple[str, ...]
+    processor_command: tuple[str, ...]
+    cwd: Path
+    reads: bool  # serves GET /api/v1/users/{id}/activities
+    env: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+def event_tracker_spec() -> SystemSpec:
+    """This repository's services, as `make run` starts them."""
+    return SystemSpec(
+        name="event-tracker",
+        ingest_command=(sys.executable, "-m", "ingest"),
+        processor_command=(sys.executable, "-m", "processor"),
+        cwd=ROOT,
+        reads=True,
+        env={
+            "INGEST_WORKERS": INGEST_WORKERS,
+            "READ_API_KEYS": READ_API_KEY,
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+        },
+        description=f"ingest workers {INGEST_WORKERS}",
+    )
+
+
+class Service:
+    """One service in a child process, its output in a log file, ready on /health/ready."""
+
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        port: int,
+        cwd: Path,
+        log: Path,
+    ) -> None:
+        """Prepare `command` with `env` added to this environment, serving HTTP on `port`."""
+        self.name = name
+        self.command = list(command)
+        self.env = {**os.environ, **env}
+        self.port = port
+        self.cwd = cwd
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """Its process id while it runs."""
+        return self.process.pid if self.process and self.process.poll() is None else None
+
+    def start(self, timeout: float = START_TIMEOUT_SECONDS) -> "Service":
+        """Start it and wait until `/health/ready` answers 200."""
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own services, fixed commands
+                self.command,
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.port}/health/ready"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code, self.process = self.process.returncode, None
+                raise RuntimeError(f"{self.name} exited with {code}:\n{self.tail()}")
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(url, timeout=1) as answer,
+            ):
+                if answer.status == 200:
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"{self.name} not ready in {timeout:.0f} s:\n{self.tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; say so when it had failed by itself."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                for pid in descendants(self.process.pid):  # its workers would outlive it
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                self.process.kill()
+                self.process.wait()
+                say(f"  {self.name} ignored SIGTERM for {timeout:.0f} s: killed")
+        elif self.process.returncode not in (0, -signal.SIGTERM):
+            say(f"  {self.name} had exited with {self.process.returncode}:\n{self.tail()}")
+        self.process = None
+
+    def tail(self, lines: int = 15) -> str:
+        """The last lines of its log."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@contextlib.contextmanager
+def running(service: Service) -> Iterator[Service]:
+    """Start a service and stop it whatever happens."""
+    try:
+        yield service.start()
+    finally:
+        service.stop()
+
+
+@dataclass
+class SystemStack:
+    """One system's own vhost, Redis and database, and how to start its services."""
+
+    spec: SystemSpec
     rabbitmq_url: str
+    redis_url: str
     mongodb_url: str
     database: str
-    database_pid: int | None = None  # our own SecantusDB, for its CPU time
+    log_dir: Path
+    pids: dict[str, int | None]  # redis, db (ours) and mq (the machine's RabbitMQ node)
 
-    def service_env(self) -> dict[str, str]:
-        """Environment for both services (added to this process's environment)."""
+    def service_env(self, rate_limit: str) -> dict[str, str]:
+        """Environment of both services."""
         return {
             "RABBITMQ_URL": self.rabbitmq_url,
+            "REDIS_URL": self.redis_url,
             "MONGODB_URL": self.mongodb_url,
             "MONGODB_DATABASE": self.database,
             "INGEST_HOST": "127.0.0.1",
             "PROCESSOR_HOST": "127.0.0.1",
-            "RATE_LIMIT": UNLIMITED_RATE,
-            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+            "RATE_LIMIT": rate_limit,
+            # Reads have a budget of their own; the read rows measure the database, not it.
+            "READ_RATE_LIMIT": UNLIMITED_RATE,
+            **self.spec.env,
         }
 
-    def ingest(self) -> ServiceProcess:
+    def ingest(self, rate_limit: str = UNLIMITED_RATE) -> Service:
         """The ingest service on a free loopback port (not started)."""
         port = free_port()
-        env = {**self.service_env(), "INGEST_PORT": str(port), "INGEST_WORKERS": INGEST_WORKERS}
-        return ServiceProcess("ingest", env, port)
+        env = {**self.service_env(rate_limit), "INGEST_PORT": str(port)}
+        log = self.log_dir / f"{self.spec.name}-ingest.log"
+        return Service(
+            f"{self.spec.name} ingest", self.spec.ingest_command, env, port, self.spec.cwd, log
+        )
 
-    def processor(self) -> ServiceProcess:
+    def processor(self) -> Service:
         """The processor on a free loopback port (not started)."""
         port = free_port()
-        env = {**self.service_env(), "PROCESSOR_PORT": str(port)}
-        return ServiceProcess("processor", env, port)
+        env = {**self.service_env(UNLIMITED_RATE), "PROCESSOR_PORT": str(port)}
+        log = self.log_dir / f"{self.spec.name}-processor.log"
+        return Service(
+            f"{self.spec.name} processor",
+            self.spec.processor_command,
+            env,
+            port,
+            self.spec.cwd,
+            log,
+        )
 
-    def mongo(self) -> AsyncMongoClient[dict[str, Any]]:
-        """A client for the benchmark's database server."""
-        return AsyncMongoClient(self.mongodb_url, tz_aware=True, uuidRepresentation="standard")
+    def mongo(self, timeout: float | None = None) -> AsyncMongoClient[dict[str, Any]]:
+        """A client for this system's database server; `timeout` s bounds each operation.
+
+        A server busy with work its clients gave up on (SecantusDB runs a query to its end
+        after the client's timeout) can take minutes to answer: the bench's own calls stay
+        bounded.
+        """
+        return AsyncMongoClient(
+            self.mongodb_url,
+            tz_aware=True,
+            uuidRepresentation="standard",
+            timeoutMS=None if timeout is None else int(timeout * 1000),
+        )
+
+    def meter(self, **services: Service | None) -> "CpuMeter":
+        """CPU of the given services plus Redis, the database and the RabbitMQ node, from now."""
+        pids = {name: (service.pid if service else None) for name, service in services.items()}
+        return CpuMeter({**pids, **self.pids})
 
 
 @contextlib.contextmanager
-def bench_stack() -> Iterator[Stack]:
-    """Own vhost (deleted at the end), own SecantusDB unless MONGODB_URL is set, own database."""
+def system_stack(spec: SystemSpec) -> Iterator[SystemStack]:
+    """Own vhost, own Redis, own SecantusDB (unless MONGODB_URL is set) and database.
+
+    Everything is stopped or deleted at the end, whatever happens.
+    """
     base_url = os.environ.get("RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
     database = f"event_tracker_bench_{uuid.uuid4().hex[:8]}"
     with rabbit_vhost(base_url) as rabbitmq_url, contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-run-")))
+        redis = stack.enter_context(RedisServer())
         mongodb_url = os.environ.get("MONGODB_URL", "")
         database_pid = None
         if not mongodb_url:
-            storage = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-db-")))
-            server = stack.enter_context(SecantusServer(storage / "secantus"))
+            server = stack.enter_context(SecantusServer(scratch / "secantus"))
             mongodb_url = server.url
             database_pid = server.process.pid if server.process else None
-            say(f"  SecantusDB started at {mongodb_url}")
         else:
             stack.callback(_drop_database, mongodb_url, database)
-        say(f"  RabbitMQ vhost {rabbitmq_url.rsplit('/', 1)[-1]}, database {database}")
-        yield Stack(rabbitmq_url, mongodb_url, database, database_pid)
+        say(
+            f"  {spec.name}: vhost {rabbitmq_url.rsplit('/', 1)[-1]}, redis :{redis.port}, "
+            f"database {database} on {mongodb_url.split('?')[0]}"
+        )
+        (scratch / "logs").mkdir()
+        pids = {
+            "redis": redis.process.pid if redis.process else None,
+            "db": database_pid,
+            "mq": rabbitmq_pid(),
+        }
+        yield SystemStack(
+            spec, rabbitmq_url, redis.url, mongodb_url, database, scratch / "logs", pids
+        )
 
 
 def _drop_database(url: str, database: str) -> None:
@@ -101,95 +289,213 @@ def _drop_database(url: str, database: str) -> None:
         client.drop_database(database)
 
 
-@contextlib.contextmanager
-def running(service: ServiceProcess) -> Iterator[ServiceProcess]:
-    """Start a service and stop it (SIGTERM) whatever happens."""
+def rabbitmq_pid() -> int | None:
+    """The OS pid of the RabbitMQ node `rabbitmqctl` manages (shared with the machine)."""
     try:
-        yield service.start()
-    finally:
-        service.stop()
+        status = json.loads(rabbitmqctl("status", "--formatter", "json"))
+        return int(status["pid"])
+    except (RuntimeError, OSError, ValueError, KeyError, TypeError):
+        return None
 
 
-def loadgen(port: int, label: str, **options: float | int | str) -> dict[str, Any]:
-    """Run the load generator in its own process and return its summary."""
-    command = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--label", label]
-    for name, value in options.items():
-        command += [f"--{name.replace('_', '-')}", str(value)]
-    say(f"  {label}: {' '.join(command[3:])}")
-    result = subprocess.run(  # noqa: S603 - our own module with our own arguments
-        command, stdout=subprocess.PIPE, check=True, cwd=Path(__file__).resolve().parent.parent
-    )
-    summary: dict[str, Any] = json.loads(result.stdout)
-    return summary
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                below = [int(child) for child in children.read_text().split()]
+                found += below
+                todo += below
+    return found
 
 
 def cpu_seconds(pid: int | None) -> float | None:
-    """User plus system CPU time of a process and its direct children (Linux only)."""
+    """User plus system CPU time of a process and all its descendants (Linux /proc)."""
     if pid is None:
         return None
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        total = 0.0
-        for each in [pid, *map(int, children)]:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        each = todo.pop()
+        try:
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):
+            if each == pid:
+                return None
+            continue  # a child that ended meanwhile: only its own share is lost
+        for children in Path(f"/proc/{each}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                todo += map(int, children.read_text().split())
     return total
 
 
 class CpuMeter:
-    """CPU time one process (with its workers) spends over a phase, per event."""
+    """CPU time named processes (each with its descendants) spend from now on."""
 
-    def __init__(self, pid: int | None) -> None:
-        """Start counting for `pid` (None: not measurable)."""
-        self.pid = pid
-        self.start = cpu_seconds(pid)
+    def __init__(self, pids: Mapping[str, int | None]) -> None:
+        """Start counting for each named pid (None: not running or not measurable)."""
+        self.pids = dict(pids)
+        self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.started = time.perf_counter()
 
-    def per_event_us(self, events: int) -> float | None:
-        """Microseconds of CPU per event since start (None if unknown)."""
-        end = cpu_seconds(self.pid)
-        if self.start is None or end is None or events <= 0:
-            return None
-        return (end - self.start) / events * 1e6
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds of each measurable process since the start."""
+        spent = {}
+        for name, pid in self.pids.items():
+            begin, end = self.start[name], cpu_seconds(pid)
+            if begin is not None and end is not None:
+                spent[name] = end - begin
+        return spent
+
+    def per_event_us(self, events: Mapping[str, int] | int) -> dict[str, float]:
+        """Microseconds of CPU per event of each process.
+
+        `events` is one count for all, or a count per process name (missing names: skipped).
+        """
+        spent = self.seconds()
+        counts = events if isinstance(events, Mapping) else dict.fromkeys(spent, events)
+        return {
+            name: seconds / counts[name] * 1e6
+            for name, seconds in spent.items()
+            if counts.get(name, 0) > 0
+        }
 
 
-async def queue_depth(rabbitmq_url: str) -> int:
-    """Messages ready in the activity queue (passive declare: no side effects)."""
+def _loadgen_command(port: int, label: str, options: Mapping[str, float | int | str]) -> list[str]:
+    command = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--label", label]
+    for name, value in options.items():
+        command += [f"--{name.replace('_', '-')}", str(value)]
+    return command
+
+
+def loadgen(port: int, label: str, **options: float | int | str) -> dict[str, Any]:
+    """Run the load generator in its own process and return its summary."""
+    return loadgens((port, label, options))[0]
+
+
+def loadgens(*runs: tuple[int, str, Mapping[str, float | int | str]]) -> list[dict[str, Any]]:
+    """Run several load generators at once (each its own process); their summaries in order."""
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for port, label, options in runs:
+            command = _loadgen_command(port, label, options)
+            say(f"  {label}: {' '.join(command[5:])}")
+            processes.append(
+                subprocess.Popen(command, stdout=subprocess.PIPE, cwd=ROOT)  # noqa: S603 - ours
+            )
+        summaries = []
+        for process in processes:
+            out, _ = process.communicate()
+            if process.returncode != 0:
+                raise RuntimeError(f"load generator failed with {process.returncode}")
+            summaries.append(json.loads(out))
+        return summaries
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+async def _queue(rabbitmq_url: str, purge: bool) -> int:
     connection = await aio_pika.connect(rabbitmq_url)
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(ACTIVITY_QUEUE, passive=True)
-        count = queue.declaration_result.message_count
-        return int(count or 0)
+        count = int(queue.declaration_result.message_count or 0)
+        if purge and count:
+            await queue.purge()
+        return count
 
 
-async def wait_stored(
-    stack: Stack, expected: int, within: float, label: str, interval: float = 0.1
-) -> tuple[int, float, list[tuple[float, int]]]:
-    """Poll the stored count until `expected` or `within` s.
+def queue_depth(rabbitmq_url: str) -> int:
+    """Messages ready in the activity queue (a passive declare: no side effects)."""
+    return asyncio.run(_queue(rabbitmq_url, purge=False))
 
-    Returns the last count, the seconds waited and (wall-clock time, count) samples.
-    """
-    import asyncio
 
-    client: AsyncMongoClient[dict[str, Any]] = stack.mongo()
+def purge_queue(rabbitmq_url: str) -> int:
+    """Drop the messages ready in the activity queue (our own vhost); return how many."""
+    return asyncio.run(_queue(rabbitmq_url, purge=True))
+
+
+async def _stored_count(stack: SystemStack) -> int:
+    client = stack.mongo(timeout=COUNT_TIMEOUT_SECONDS)
+    try:
+        return await client[stack.database]["activities"].estimated_document_count()
+    finally:
+        await client.close()
+
+
+def stored_count(stack: SystemStack) -> int:
+    """Documents in the activities collection."""
+    return asyncio.run(_stored_count(stack))
+
+
+async def _wait_stored(
+    stack: SystemStack, expected: int, within: float, label: str, interval: float
+) -> list[tuple[float, int]]:
+    client = stack.mongo(timeout=POLL_TIMEOUT_SECONDS)
     collection = client[stack.database]["activities"]
     samples: list[tuple[float, int]] = []
-    started = time.perf_counter()
-    last_said = started
+    started = last_said = time.perf_counter()
     count = 0
     try:
         while True:
-            count = await collection.estimated_document_count()
+            try:
+                count = await collection.estimated_document_count()
+                samples.append((time.perf_counter(), count))
+            except PyMongoError as error:  # a timeout: the server is busy, keep the bound
+                say(f"    {label}: no count from the database ({type(error).__name__})")
             now = time.perf_counter()
-            samples.append((time.time(), count))
             if count >= expected or now - started > within:
-                break
+                if not samples:
+                    samples.append((now, count))
+                return samples
             if now - last_said >= 5:
                 say(f"    {label}: {count:,} of {expected:,} stored after {now - started:.0f} s")
                 last_said = now
             await asyncio.sleep(interval)
     finally:
         await client.close()
-    return count, time.perf_counter() - started, samples
+
+
+def wait_stored(
+    stack: SystemStack, expected: int, within: float, label: str, interval: float = 0.1
+) -> list[tuple[float, int]]:
+    """Poll the stored count until `expected` or `within` s; (perf_counter, count) samples.
+
+    At least one sample; a poll the database does not answer in time is skipped.
+    """
+    return asyncio.run(_wait_stored(stack, expected, within, label, interval))
+
+
+async def _latencies(stack: SystemStack, event_type: str) -> list[float]:
+    client = stack.mongo(timeout=READ_BACK_TIMEOUT_SECONDS)
+    try:
+        cursor = client[stack.database]["activities"].find(
+            {"event_type": event_type}, {"received_at": 1, "processed_at": 1, "_id": 0}
+        )
+        return sorted(
+            [
+                (doc["processed_at"] - doc["received_at"]).total_seconds() * 1000
+                async for doc in cursor
+            ]
+        )
+    finally:
+        await client.close()
+
+
+def stored_latencies(stack: SystemStack, event_type: str) -> list[float] | None:
+    """processed_at - received_at of every stored event of `event_type`, sorted, in ms.
+
+    None when the database did not answer in time.
+    """
+    try:
+        return asyncio.run(_latencies(stack, event_type))
+    except PyMongoError as error:
+        say(f"  could not read back {event_type} events: {type(error).__name__}")
+        return None

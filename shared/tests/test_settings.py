@@ -13,6 +13,8 @@ from activity_contract.settings import (
 )
 from activity_contract.topology import QueueType
 
+pytestmark = pytest.mark.usefixtures("no_dotenv")
+
 
 def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("RABBITMQ_URL", "QUEUE_TYPE", "QUEUE_DELIVERY_LIMIT", "MONGODB_URL"):

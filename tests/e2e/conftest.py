@@ -42,6 +42,7 @@ def stack_env(
         "RABBITMQ_URL": rabbit_url,
         "REDIS_URL": TEST_REDIS_URL,
         "RATE_LIMIT": "1000000/minute",
+        "READ_RATE_LIMIT": "1000000/minute",
         "RATE_LIMIT_KEY_PREFIX": redis_key_prefix,
         "MONGODB_URL": mongo_server_url,
         "MONGODB_DATABASE": mongo_database,
@@ -126,7 +127,12 @@ def post_events(client: httpx.AsyncClient) -> PostEvents:
 
         async def worker() -> None:
             for event_id in todo:
-                body = event_payload(event_id=event_id, user_id=f"user-{event_id[:4]}")
+                # `posted_as` repeats in every stored copy of one event, unlike `_id`.
+                body = event_payload(
+                    event_id=event_id,
+                    user_id=f"user-{event_id[:4]}",
+                    metadata={"posted_as": event_id},
+                )
                 try:
                     response = await client.post("/api/v1/activities", json=body)
                 except httpx.TransportError:
@@ -213,8 +219,12 @@ def assert_stored_exactly_once(
     ) -> list[str]:
         await wait_for_count(len(accepted), within)
         assert await wait_until(lambda: _is_zero(queue_depth()), within), "queue not drained"
-        stored = [str(doc["_id"]) async for doc in activities.find({}, {"_id": 1})]
-        duplicates = [event_id for event_id, n in Counter(stored).items() if n > 1]
+        documents = [doc async for doc in activities.find({}, {"_id": 1, "metadata": 1})]
+        stored = [str(doc["_id"]) for doc in documents]
+        # `_id` is unique by construction; a second copy of one posted event would show
+        # as a repeated `posted_as` (post_events puts it in every event it posts).
+        posted_as = Counter(doc["metadata"].get("posted_as") for doc in documents)
+        duplicates = [event_id for event_id, n in posted_as.items() if event_id and n > 1]
         assert not duplicates, f"stored more than once: {duplicates[:5]}"
         missing = set(accepted) - set(stored)
         assert not missing, f"{len(missing)} accepted events not stored, e.g. {sorted(missing)[:5]}"

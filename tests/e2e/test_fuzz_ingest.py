@@ -25,15 +25,25 @@ API_KEY = "fuzz-test-key"
 # Building the app opens no connection (its clients connect in the lifespan).
 schema = schemathesis.openapi.from_dict(
     create_app(
-        IngestSettings(_env_file=None, ingest_api_keys=[API_KEY], read_api_keys=[API_KEY])
+        IngestSettings(
+            _env_file=None,
+            ingest_api_keys=[API_KEY],
+            read_api_keys=[API_KEY],
+            admin_api_keys=[API_KEY],
+        )
     ).openapi()
 )
 
 
 @pytest.fixture
 def secured_ingest(stack_env: dict[str, str]) -> Iterator[ServiceProcess]:
-    """Ingest with API keys required on both the write and the read API."""
-    env = {**stack_env, "INGEST_API_KEYS": API_KEY, "READ_API_KEYS": API_KEY}
+    """Ingest with API keys required on the write, read and erasure API."""
+    env = {
+        **stack_env,
+        "INGEST_API_KEYS": API_KEY,
+        "READ_API_KEYS": API_KEY,
+        "ADMIN_API_KEYS": API_KEY,
+    }
     with ServiceProcess("ingest", env, int(env["INGEST_PORT"])) as service:
         yield service
 

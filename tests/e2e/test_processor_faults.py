@@ -37,9 +37,11 @@ async def test_processor_killed_mid_stream_then_restarted_stores_each_event_once
     posting = asyncio.create_task(post_events(3000, concurrency=16, outcome=progress))
     assert await wait_until(lambda: _count_at_least(activities, 500), within=90)
 
-    processor.stop(signal.SIGKILL)  # unacknowledged messages go back to the queue
-    await asyncio.sleep(1.0)
-    processor.start()
+    # Off the event loop, so the posting goes on while the processor dies and restarts.
+    await asyncio.to_thread(processor.stop, signal.SIGKILL)  # unacked messages go back
+    accepted_while_down = len(progress.accepted) + 100
+    assert await wait_until(lambda: len(progress.accepted) >= accepted_while_down, within=60)
+    await asyncio.to_thread(processor.start)
     outcome = await posting
 
     assert outcome.statuses == {202: 3000}

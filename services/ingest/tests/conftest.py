@@ -44,7 +44,7 @@ def settings_for(rabbit_url: str, redis_key_prefix: str) -> Callable[..., Ingest
             "rate_limit": "3/minute",
         }
         values.update(overrides)
-        return IngestSettings(**values)
+        return IngestSettings(_env_file=None, **values)
 
     return build
 
@@ -74,15 +74,14 @@ class Published:
     messages: list[RabbitMessage] = field(default_factory=list)
 
 
+# Unit tests reach no Redis: nothing listens here, so the limiter decides in memory.
+NO_REDIS_URL = "redis://127.0.0.1:1/0"
+
+
 @pytest.fixture
-def settings(redis_key_prefix: str) -> IngestSettings:
-    """Defaults, a rate limit these tests never reach, and Redis keys of their own."""
-    return IngestSettings(
-        _env_file=None,
-        redis_url=REDIS_URL,
-        rate_limit="1000000/minute",
-        rate_limit_key_prefix=redis_key_prefix,
-    )
+def settings() -> IngestSettings:
+    """Defaults (no `.env`), a rate limit these tests never reach, no Redis."""
+    return IngestSettings(_env_file=None, redis_url=NO_REDIS_URL, rate_limit="1000000/minute")
 
 
 @pytest.fixture

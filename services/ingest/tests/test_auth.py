@@ -13,7 +13,7 @@ from ingest.http.errors import install_error_handlers
 def read_app(keys: list[str]) -> FastAPI:
     app = FastAPI()
     app.state.read_api_keys = ApiKeys([SecretStr(key) for key in keys])
-    install_error_handlers(app)
+    install_error_handlers(app, [])
 
     @app.get("/private", dependencies=[Depends(require_read_key)])
     async def private() -> dict[str, str]:

@@ -3,6 +3,8 @@ import pytest
 from activity_contract.settings import ConfigurationError, load_settings
 from ingest.settings import IngestSettings, RateLimitRule
 
+pytestmark = pytest.mark.usefixtures("no_dotenv")
+
 
 def test_defaults_follow_the_spec() -> None:
     settings = IngestSettings()

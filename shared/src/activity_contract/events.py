@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -293,14 +294,24 @@ QueueMessage = Annotated[
 QUEUE_MESSAGE: TypeAdapter[ActivityMessage | ActivityGroupMessage] = TypeAdapter(QueueMessage)
 
 
-class ActivityOut(BaseModel):
-    """One stored event as the read API returns it."""
+class StoredActivity(BaseModel):
+    """The fields of a stored event (SPEC §7) that the read API returns.
 
-    event_id: UUID
+    The processor's Beanie document and the read model both build on this one definition.
+    """
+
     user_id: str
     event_type: str
-    timestamp: datetime
-    original_timestamp: datetime | None = None
+    timestamp: datetime = Field(description="When it happened, UTC (corrected by `sent_at`).")
+    original_timestamp: datetime | None = Field(
+        default=None, description="The client's own timestamp when `sent_at` corrected it."
+    )
     metadata: dict[str, JsonValue]
-    received_at: datetime
-    processed_at: datetime
+    received_at: datetime = Field(description="When ingest accepted it, UTC.")
+    processed_at: datetime = Field(description="When the processor stored it, UTC.")
+
+
+class ActivityOut(StoredActivity):
+    """One stored event as the read API returns it (read from the document as stored)."""
+
+    event_id: UUID = Field(validation_alias=AliasChoices("event_id", "_id"))

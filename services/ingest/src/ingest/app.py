@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from activity_contract.events import ActivityBatchIn, ActivityIn
 from activity_contract.settings import load_settings
 from ingest.auth import ApiKeys
-from ingest.deps import require_admin_key, require_ingest_key, require_read_key
+from ingest.deps import require_ingest_key
 from ingest.erasures import ActivityEraser
 from ingest.http.access_log import AccessLogMiddleware
 from ingest.http.errors import UnexpectedErrorMiddleware, install_error_handlers
@@ -83,6 +83,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.state.eraser = eraser
     app.state.metrics = metrics
     app.state.shared_windows = shared_windows
+    app.state.read_limit = read_limit
+    app.state.admin_limit = admin_limit
     app.state.ingest_api_keys = ApiKeys(settings.ingest_api_keys)
     app.state.read_api_keys = ApiKeys(settings.read_api_keys)
     app.state.admin_api_keys = ApiKeys(settings.admin_api_keys)
@@ -94,13 +96,10 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     if settings.ingest_api_keys:
         write_guards.append(Depends(require_ingest_key))
     app.include_router(activities.router, dependencies=write_guards)
-    app.include_router(users.router, dependencies=[Depends(read_limit), Depends(require_read_key)])
-    app.include_router(
-        users.erasure_router, dependencies=[Depends(admin_limit), Depends(require_admin_key)]
-    )
+    app.include_router(users.router)  # its routes name their own limits and keys
     app.include_router(health.router)
     document_request_bodies(app, ActivityIn, ActivityBatchIn)
-    install_error_handlers(app)
+    install_error_handlers(app, [activities.router, users.router, health.router])
     # Pure ASGI middleware; added last = outermost.
     app.add_middleware(
         JsonBodyGuard,

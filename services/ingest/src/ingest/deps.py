@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ingest.auth import ApiKeys
@@ -96,3 +96,20 @@ async def require_read_key(request: Request, credentials: ReadKeyDep) -> None:
 async def require_admin_key(request: Request, credentials: AdminKeyDep) -> None:
     """Erasure needs a key from ADMIN_API_KEYS; with none configured it is closed."""
     _check(request.app.state.admin_api_keys, credentials)
+
+
+async def read_rate_limit(request: Request, response: Response) -> None:
+    """The app's read budget per client (its fastapi-limiter dependency)."""
+    await request.app.state.read_limit(request, response)
+
+
+async def admin_rate_limit(request: Request, response: Response) -> None:
+    """The app's erasure budget per client (its fastapi-limiter dependency)."""
+    await request.app.state.admin_limit(request, response)
+
+
+# Route dependencies: rate limit first, then the key (wrong keys spend the budget too).
+ReadRateLimitDep = Depends(read_rate_limit)
+ReadKeyRequiredDep = Depends(require_read_key)
+AdminRateLimitDep = Depends(admin_rate_limit)
+AdminKeyRequiredDep = Depends(require_admin_key)

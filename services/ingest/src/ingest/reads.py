@@ -150,19 +150,6 @@ class ActivityPage:
     next_cursor: str | None
 
 
-def _to_out(document: Document) -> ActivityOut:
-    return ActivityOut(
-        event_id=document["_id"],
-        user_id=document["user_id"],
-        event_type=document["event_type"],
-        timestamp=document["timestamp"],
-        original_timestamp=document.get("original_timestamp"),
-        metadata=document.get("metadata", {}),
-        received_at=document["received_at"],
-        processed_at=document["processed_at"],
-    )
-
-
 class ActivityReader:
     """Reads pages of activity; never used on the write path."""
 
@@ -207,7 +194,7 @@ class ActivityReader:
                 extra={"error_type": type(error).__name__, "timeout": error.timeout},
             )
             raise DatabaseUnavailableError from error
-        items = [_to_out(document) for document in documents[: query.limit]]
+        items = [ActivityOut.model_validate(document) for document in documents[: query.limit]]
         next_cursor = None
         if len(documents) > query.limit:
             last = items[-1]

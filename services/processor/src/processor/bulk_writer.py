@@ -168,6 +168,8 @@ class BulkWriter(Generic[DocumentT]):
             return _sort_write_errors(error, outcomes, indexes)
         except PyMongoError as error:  # an outage: connection, election, disk, credentials
             self._observe(len(indexes), started)
+            if self._metrics is not None:
+                self._metrics.bulk_write_failures.inc()
             logger.warning(
                 "bulk insert failed, will retry",
                 extra={"documents": len(indexes), "error_type": type(error).__name__},

@@ -12,13 +12,13 @@ from bson import encode
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
-from pydantic import Field, JsonValue
+from pydantic import Field
 from pymongo import AsyncMongoClient, IndexModel, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from activity_contract.events import ActivityMessage
+from activity_contract.events import ActivityMessage, StoredActivity
 from activity_contract.storage import (
     ACTIVITIES_COLLECTION,
     ERASURES_COLLECTION,
@@ -48,17 +48,10 @@ CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
 )
 
 
-class Activity(Document):
-    """One activity event as stored, keyed by its event id."""
+class Activity(StoredActivity, Document):
+    """One activity event as stored, keyed by its event id (fields: `StoredActivity` +)."""
 
     id: UUID = Field(description="The event id: the document's identity.")  # type: ignore[assignment]
-    user_id: str
-    event_type: str
-    timestamp: datetime
-    original_timestamp: datetime | None = None
-    metadata: dict[str, JsonValue]
-    received_at: datetime
-    processed_at: datetime
     redelivered: bool
     schema_version: int
 

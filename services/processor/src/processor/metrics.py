@@ -63,6 +63,11 @@ class ProcessorMetrics:
             buckets=_BULK_SIZE_BUCKETS,
             registry=registry,
         )
+        self.bulk_write_failures = Counter(
+            f"{PREFIX}_bulk_write_failures",
+            "Bulk insert attempts that failed for want of the database (retried with backoff).",
+            registry=registry,
+        )
         self.bulk_write_duration = Histogram(
             f"{PREFIX}_bulk_write_duration_seconds",
             "Duration of one bulk insert attempt, including its durable write concern.",

@@ -1,12 +1,14 @@
 """The SPEC §3.6 error envelope in one place: errors, their handlers, the 500 middleware."""
 
 import logging
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -207,18 +209,31 @@ async def _request_validation_error(_: Request, error: Exception) -> Response:
     )
 
 
-async def _http_error(_: Request, error: Exception) -> Response:
-    assert isinstance(error, StarletteHTTPException)  # noqa: S101 - registered for it only
-    code = _STATUS_CODES.get(error.status_code, "http_error")
-    message = error.detail if isinstance(error.detail, str) else "Request failed."
-    return error_response(error.status_code, code, message, headers=error.headers)
+def install_error_handlers(app: FastAPI, routers: Sequence[APIRouter]) -> None:
+    """Answer every expected error with the envelope (the middleware below does the rest).
 
+    A 405 names every method of its path: Starlette's names only the first route's, and
+    `/api/v1/users/{user_id}/activities` has a route for GET and one for DELETE.
+    """
+    methods: dict[str, set[str]] = defaultdict(set)
+    for router in routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                methods[route.path] |= route.methods or set()
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Answer every expected error with the envelope (the middleware below does the rest)."""
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, StarletteHTTPException)  # noqa: S101 - registered for it
+        code = _STATUS_CODES.get(error.status_code, "http_error")
+        message = error.detail if isinstance(error.detail, str) else "Request failed."
+        headers = dict(error.headers or {})
+        route_path = getattr(request.scope.get("route"), "path", None)
+        if error.status_code == 405 and route_path in methods:
+            headers["Allow"] = ", ".join(sorted(methods[route_path]))
+        return error_response(error.status_code, code, message, headers=headers)
+
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
 
 
 class UnexpectedErrorMiddleware:

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from activity_contract.events import (
     EVENT_TYPE_PATTERN,
@@ -13,15 +14,22 @@ from activity_contract.events import (
     ActivityOut,
     Rfc3339Datetime,
 )
-from ingest.deps import EraserDep, MetricsDep, ReaderDep
+from ingest.deps import (
+    AdminKeyRequiredDep,
+    AdminRateLimitDep,
+    EraserDep,
+    MetricsDep,
+    ReaderDep,
+    ReadKeyRequiredDep,
+    ReadRateLimitDep,
+)
 from ingest.http.errors import ERASURE_ERROR_RESPONSES, READ_ERROR_RESPONSES, InvalidQueryError
 from ingest.reads import ActivityQuery, InvalidCursorError, Position
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
-# The app includes it with `require_read_key` and the read rate limit (ingest/app.py).
-router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=READ_ERROR_RESPONSES)
+router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 
 class ActivityPageOut(BaseModel):
@@ -33,10 +41,34 @@ class ActivityPageOut(BaseModel):
     )
 
 
-# `:path` lets the id contain `/`: servers decode `%2F` into `/` before routing, so
-# `a%2Fb` reaches the router as `/users/a/b/activities`. The regex is greedy and the path
-# ends in `/activities`, so the id is everything in between.
-@router.get("/{user_id:path}/activities")
+class UserIdConvertor(Convertor[str]):
+    """A user id in a path: any characters, `/` and line breaks included.
+
+    Servers decode `%2F` into `/` before routing, so `a%2Fb` reaches the router as
+    `/users/a/b/activities`; the regex is greedy and the path ends in `/activities`, so the
+    id is everything in between. (Starlette's `path` convertor stops at line breaks.)
+    """
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        """The id as given."""
+        return value
+
+    def to_string(self, value: str) -> str:
+        """The id as given."""
+        return value
+
+
+register_url_convertor("anything", UserIdConvertor())
+USER_ACTIVITIES = "/{user_id:anything}/activities"
+
+
+@router.get(
+    USER_ACTIVITIES,
+    dependencies=[ReadRateLimitDep, ReadKeyRequiredDep],
+    responses=READ_ERROR_RESPONSES,
+)
 async def list_user_activities(
     reader: ReaderDep,
     user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID_LENGTH)],
@@ -84,12 +116,6 @@ async def list_user_activities(
     return ActivityPageOut(items=page.items, next_cursor=page.next_cursor)
 
 
-# The app includes it with `require_admin_key` and the admin rate limit (ingest/app.py).
-erasure_router = APIRouter(
-    prefix="/api/v1/users", tags=["users"], responses=ERASURE_ERROR_RESPONSES
-)
-
-
 class ErasureOut(BaseModel):
     """What an erasure did."""
 
@@ -101,7 +127,11 @@ class ErasureOut(BaseModel):
     )
 
 
-@erasure_router.delete("/{user_id:path}/activities")
+@router.delete(
+    USER_ACTIVITIES,
+    dependencies=[AdminRateLimitDep, AdminKeyRequiredDep],
+    responses=ERASURE_ERROR_RESPONSES,
+)
 async def erase_user_activities(
     eraser: EraserDep,
     metrics: MetricsDep,
