@@ -226,11 +226,11 @@ def broker_pid() -> int | None:
 
 async def phase(work: Awaitable[int], broker: int | None) -> Phase:
     """Run `work` (returns the messages it moved) and measure it."""
-    meter = CpuMeter(broker)
+    meter = CpuMeter({"broker": broker})
     started = time.perf_counter()
     count = await work
     rate = count / (time.perf_counter() - started)
-    return Phase(rate, meter.per_event_us(count))
+    return Phase(rate, meter.per_event_us(count).get("broker"))
 
 
 async def measure(url: str, label: str, events: int, plan: Plan, broker: int | None) -> Result:
