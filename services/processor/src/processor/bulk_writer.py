@@ -52,9 +52,25 @@ class RetryPolicy:
 
 
 @dataclass
+class _Call:
+    """One `write_many` call: its documents' outcomes, resolved as their groups finish."""
+
+    outcomes: list[WriteOutcome]
+    left: int
+    done: asyncio.Future[list[WriteOutcome]]
+
+    def resolve(self, index: int, outcome: WriteOutcome) -> None:
+        self.outcomes[index] = outcome
+        self.left -= 1
+        if self.left == 0 and not self.done.done():
+            self.done.set_result(self.outcomes)
+
+
+@dataclass
 class _Pending(Generic[DocumentT]):
     document: DocumentT
-    outcome: asyncio.Future[WriteOutcome]
+    call: _Call
+    index: int
 
 
 class BulkWriter(Generic[DocumentT]):
@@ -88,15 +104,20 @@ class BulkWriter(Generic[DocumentT]):
 
     async def write_many(self, documents: Sequence[DocumentT]) -> list[WriteOutcome]:
         """Queue documents and wait until each one's group was written (or gave up)."""
+        if not documents:
+            return []
         loop = asyncio.get_running_loop()
-        entries = [_Pending(document, loop.create_future()) for document in documents]
-        self._pending.extend(entries)
+        # One future per call, not per document: a message of many events waits once.
+        call = _Call(
+            [WriteOutcome.RETRY_LATER] * len(documents), len(documents), loop.create_future()
+        )
+        self._pending.extend(_Pending(document, call, i) for i, document in enumerate(documents))
         if len(self._pending) >= self._batch_size:
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(self._max_wait, self._flush)
         # Shielded: a cancelled caller (shutdown) must not cancel a group in flight.
-        return list(await asyncio.shield(asyncio.gather(*(e.outcome for e in entries))))
+        return list(await asyncio.shield(call.done))
 
     def begin_shutdown(self, retry_for: float) -> None:
         """Write what is pending now and stop retrying `retry_for` seconds from now.
@@ -228,5 +249,4 @@ def _sort_write_errors(
 
 def _resolve(group: Sequence[_Pending[Any]], outcomes: Sequence[WriteOutcome]) -> None:
     for entry, outcome in zip(group, outcomes, strict=True):
-        if not entry.outcome.done():
-            entry.outcome.set_result(outcome)
+        entry.call.resolve(entry.index, outcome)

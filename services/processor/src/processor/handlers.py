@@ -117,6 +117,8 @@ class ActivityHandler:
         self.delivery_limit = delivery_limit
         self.progress = Progress()
         self.deliveries = DeliveryCounts()
+        self._event_messages = metrics.messages.labels(kind="activity")
+        self._group_messages = metrics.messages.labels(kind="activity_group")
 
     async def handle(
         self, body: ActivityMessage | ActivityGroupMessage, message: RabbitMessage
@@ -133,7 +135,12 @@ class ActivityHandler:
     async def _handle(
         self, body: ActivityMessage | ActivityGroupMessage, message: RabbitMessage
     ) -> None:
-        events = body.events if isinstance(body, ActivityGroupMessage) else [body]
+        if isinstance(body, ActivityGroupMessage):
+            events = body.events
+            self._group_messages.inc()
+        else:
+            events = [body]
+            self._event_messages.inc()
         self.metrics.consumed.inc(len(events))
         versions = {body.schema_version, *(event.schema_version for event in events)}
         if versions != {SCHEMA_VERSION}:
@@ -185,12 +192,13 @@ class ActivityHandler:
         message: RabbitMessage,
     ) -> None:
         stored = 0
+        debug = logger.isEnabledFor(logging.DEBUG)
         for event, outcome in zip(events, outcomes, strict=True):
             if outcome is WriteOutcome.STORED:
                 stored += 1
                 latency = (processed_at - event.received_at).total_seconds()
                 self.metrics.end_to_end_latency.observe(max(latency, 0.0))
-            if logger.isEnabledFor(logging.DEBUG):
+            if debug:
                 logger.debug(
                     "event stored",
                     extra={

@@ -1,11 +1,9 @@
 """Prometheus metrics of the processor (SPEC §11), on a registry of each app's own.
 
-Consumption counts and handler durations come from FastStream's
-`RabbitPrometheusMiddleware` (same prefix); this module adds what only the processor
-knows: write outcomes, bulk writes and end-to-end latency. No label carries an id.
+Counted per message and per bulk write, not per event where it can be helped (the consume
+path is hot). No label carries an id.
 """
 
-from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 PREFIX = "event_tracker_processor"
@@ -34,6 +32,12 @@ class ProcessorMetrics:
             f"{PREFIX}_events_dead_lettered",
             "Messages or events sent to the dead-letter queue, by reason.",
             ["reason"],
+            registry=registry,
+        )
+        self.messages = Counter(
+            f"{PREFIX}_messages_consumed",
+            "Messages taken from the queue, by kind (`activity`, `activity_group`).",
+            ["kind"],
             registry=registry,
         )
         self.consumed = Counter(
@@ -78,10 +82,4 @@ class ProcessorMetrics:
             "processed_at - received_at of each newly stored event.",
             buckets=_LATENCY_BUCKETS,
             registry=registry,
-        )
-
-    def broker_middleware(self) -> RabbitPrometheusMiddleware:
-        """FastStream's consume metrics (`..._received_messages_total` etc.) on our registry."""
-        return RabbitPrometheusMiddleware(
-            registry=self.registry, app_name="processor", metrics_prefix=PREFIX
         )
