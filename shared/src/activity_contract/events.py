@@ -214,7 +214,8 @@ class ActivityIn(BaseModel):
             if self.sent_at is not None:
                 original = self.timestamp
                 timestamp = corrected_timestamp(self.timestamp, self.sent_at, received_at)
-        return ActivityMessage(
+        # Every value is validated already (this model's own rules are the message's).
+        return ActivityMessage.model_construct(
             event_id=self.event_id or uuid4(),
             user_id=self.user_id,
             event_type=self.event_type,
