@@ -11,12 +11,12 @@ from activity_contract.settings import load_settings
 from ingest.auth import ApiKeys
 from ingest.deps import require_ingest_key
 from ingest.erasures import ActivityEraser
-from ingest.http.access_log import AccessLogMiddleware
-from ingest.http.errors import UnexpectedErrorMiddleware, install_error_handlers
+from ingest.http.errors import install_error_handlers
 from ingest.http.json_bodies import document_request_bodies
-from ingest.http.metrics import HttpMetricsMiddleware
+from ingest.http.metrics import HttpMetrics
 from ingest.http.request_guards import BATCH_MAX_BYTES, SINGLE_EVENT_MAX_BYTES, JsonBodyGuard
-from ingest.http.request_ids import RequestIdMiddleware, install_log_record_request_ids
+from ingest.http.request_ids import install_log_record_request_ids
+from ingest.http.request_scope import RequestScope
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
 from ingest.rate_limit import ClientIdentity, ClientRateLimiter, SharedWindows
@@ -108,8 +108,5 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             f"{activities.router.prefix}/batch": BATCH_MAX_BYTES,
         },
     )
-    app.add_middleware(UnexpectedErrorMiddleware)
-    app.add_middleware(HttpMetricsMiddleware, registry=registry)
-    app.add_middleware(AccessLogMiddleware)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestScope, metrics=HttpMetrics(registry))
     return app

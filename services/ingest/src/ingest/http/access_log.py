@@ -1,9 +1,8 @@
 """One log line per HTTP request: method, route template, status, duration (and request id)."""
 
 import logging
-import time
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 logger = logging.getLogger("ingest.access")
 
@@ -20,44 +19,21 @@ def route_template(scope: Scope) -> str:
     return path or UNMATCHED_ROUTE
 
 
-class AccessLogMiddleware:
-    """ASGI middleware logging each request once it was answered.
+def log_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Log an answered request (its request id comes with the log record).
 
     Refusals by the rate limiter are logged at DEBUG only: a client over its limit must not
     be able to flood the log (the limiter logs them aggregated, and counts them).
-    Install it inside `RequestIdMiddleware`, so each line carries the request id.
     """
-
-    def __init__(self, app: ASGIApp) -> None:
-        """Wrap `app`."""
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on, then log it."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # what the client gets if the app raises before answering
-
-        async def send_recording_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_recording_status)
-        finally:
-            level = logging.DEBUG if status == 429 else logging.INFO
-            if logger.isEnabledFor(level):
-                logger.log(
-                    level,
-                    "http request",
-                    extra={
-                        "method": scope["method"],
-                        "route": route_template(scope),
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    },
-                )
+    level = logging.DEBUG if status == 429 else logging.INFO
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
+            "http request",
+            extra={
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 1),
+            },
+        )

@@ -12,7 +12,6 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -236,44 +235,9 @@ def install_error_handlers(app: FastAPI, routers: Sequence[APIRouter]) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
 
 
-class UnexpectedErrorMiddleware:
-    """ASGI middleware: an exception nobody handled becomes a 500 envelope, logged once.
-
-    It sits inside the request-id middleware, so the answer carries `X-Request-ID` and the
-    log line names the request, and it does not re-raise, so the server keeps the
-    connection open for the client's next (pipelined) request.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        """Wrap `app`."""
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app; answer 500 in the envelope if it raised before answering."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def send_tracking_start(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_tracking_start)
-        except Exception as error:
-            logger.exception(
-                "unhandled error",
-                extra={"path": scope.get("path", ""), "error_type": type(error).__name__},
-            )
-            if started:  # too late for an envelope: the server ends the response
-                raise
-            response = error_response(
-                500, "internal_error", "The server could not handle the request."
-            )
-            await response(scope, receive, send)
+def internal_error_response() -> Response:
+    """The 500 envelope: nothing about the failure reaches the client."""
+    return error_response(500, "internal_error", "The server could not handle the request.")
 
 
 def _responses(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:

@@ -3,9 +3,11 @@
 import logging
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 HEADER = b"x-request-id"
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -17,39 +19,25 @@ def current_request_id() -> str:
     return _current.get() or ""
 
 
-class RequestIdMiddleware:
-    """ASGI middleware: set the request id for the request's task and its response.
+def request_id_of(scope: Scope) -> str:
+    """The request's own `X-Request-ID` when it is sane, otherwise a new one."""
+    for name, value in scope["headers"]:
+        if name == HEADER:
+            offered: str = value.decode("latin-1")
+            if _ACCEPTABLE.match(offered):
+                return offered
+            break
+    return uuid.uuid4().hex
 
-    Outermost of ours, so the 500 envelope, the access log and every log line have it.
-    """
 
-    def __init__(self, app: ASGIApp) -> None:
-        """Wrap `app`."""
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Assign the id, run the app, echo the id on the response."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        offered = ""
-        for name, value in scope["headers"]:
-            if name == HEADER:
-                offered = value.decode("latin-1")
-                break
-        request_id = offered if _ACCEPTABLE.match(offered) else uuid.uuid4().hex
-        encoded = request_id.encode()
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), (HEADER, encoded)]
-            await send(message)
-
-        token = _current.set(request_id)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            _current.reset(token)
+@contextmanager
+def request_id_set(request_id: str) -> Iterator[None]:
+    """The id of the request this task handles, while it handles it (for log records)."""
+    token = _current.set(request_id)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def install_log_record_request_ids() -> None:

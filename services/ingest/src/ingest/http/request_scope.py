@@ -1,0 +1,66 @@
+"""The one ASGI middleware around every request: id, error envelope, access log, metrics.
+
+One layer, not four: each pure-ASGI layer wraps `send` again, and measured on this machine
+the four separate middlewares cost ~25 us of CPU per request more than this one.
+"""
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ingest.http.access_log import log_request, route_template
+from ingest.http.errors import internal_error_response
+from ingest.http.metrics import METRICS_PATH, HttpMetrics
+from ingest.http.request_ids import HEADER, request_id_of, request_id_set
+
+logger = logging.getLogger(__name__)
+
+
+class RequestScope:
+    """ASGI middleware: the request's id, the 500 envelope, the access log, the metrics.
+
+    For each HTTP request: assign its id (echoed on the answer and on every log line);
+    turn an exception nobody handled into a 500 envelope, logged once, without dropping
+    the connection; then log the request and count it (`/metrics` itself is not counted).
+    """
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        """Wrap `app`, counting in `metrics`."""
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one request within its scope."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = request_id_of(scope)
+        header = (HEADER, request_id.encode())
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        with request_id_set(request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception as error:
+                logger.exception(
+                    "unhandled error",
+                    extra={"path": scope.get("path", ""), "error_type": type(error).__name__},
+                )
+                if status:  # too late for an envelope: the server ends the response
+                    raise
+                await internal_error_response()(scope, receive, send_with_id)
+            finally:
+                if scope["path"] != METRICS_PATH:
+                    seconds = time.perf_counter() - started
+                    route = route_template(scope)
+                    log_request(scope["method"], route, status or 500, seconds)
+                    self.metrics.observe(route, scope["method"], status or 500, seconds)
