@@ -7,6 +7,7 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from activity_contract.events import ActivityBatchIn, ActivityIn
+from activity_contract.process import freeze_startup_objects
 from activity_contract.settings import load_settings
 from ingest.auth import ApiKeys
 from ingest.deps import require_ingest_key
@@ -62,6 +63,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         await shared_windows.start()
         try:
             await publisher.start()
+            freeze_startup_objects()
             try:
                 yield
             finally:

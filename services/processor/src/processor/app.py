@@ -12,6 +12,7 @@ from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 
 from activity_contract.events import QueueMessage
+from activity_contract.process import freeze_startup_objects
 from activity_contract.settings import BROKER_RECONNECT_SECONDS, ConfigurationError, load_settings
 from activity_contract.topology import (
     CONSUME_OPERATION,
@@ -197,6 +198,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
             "dead-lettering to `user_activities.dlq`).",
         ),
         on_startup=[connect_and_declare],
+        after_startup=[freeze_startup_objects],
         # FastStream runs on_shutdown, then stops the broker (waiting up to graceful_timeout
         # for in-flight handlers to write and ack), then after_shutdown.
         on_shutdown=[stop_retrying_soon],
