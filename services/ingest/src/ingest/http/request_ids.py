@@ -2,7 +2,7 @@
 
 import logging
 import re
-import uuid
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -27,7 +27,7 @@ def request_id_of(scope: Scope) -> str:
             if _ACCEPTABLE.match(offered):
                 return offered
             break
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)  # as unique as a UUID, a fraction of the cost
 
 
 @contextmanager
