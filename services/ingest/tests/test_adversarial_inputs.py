@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from activity_contract.testing import event_payload, free_port
 from ingest.app import create_app
+from ingest.http.errors import install_error_handlers
 from ingest.http.request_guards import JsonBodyGuard
 from ingest.settings import IngestSettings
 
@@ -124,12 +125,13 @@ async def test_sent_at_is_applied_and_the_original_kept(
 
 async def test_a_body_that_stops_arriving_is_408() -> None:
     """A client announcing a body it never sends holds nothing beyond the bound."""
-    sent: list[dict[str, object]] = []
     more = asyncio.Event()
+    sent = False
 
     async def receive() -> dict[str, object]:
+        nonlocal sent
         if not sent:
-            sent.append({})
+            sent = True
             return {"type": "http.request", "body": b'{"user_id":', "more_body": True}
         await more.wait()  # the rest never comes
         return {"type": "http.disconnect"}
@@ -139,8 +141,12 @@ async def test_a_body_that_stops_arriving_is_408() -> None:
     async def send(message: dict[str, object]) -> None:
         answered.append(message)
 
-    async def app(*_: object) -> None:
-        raise AssertionError("the app must not run")
+    app = FastAPI()
+    install_error_handlers(app, [])
+
+    @app.post(SINGLE)
+    async def reads_its_body(request: Request) -> None:
+        await request.body()
 
     guard = JsonBodyGuard(app, {SINGLE: 1024}, timeout=0.2)
     scope = {
@@ -148,9 +154,11 @@ async def test_a_body_that_stops_arriving_is_408() -> None:
         "method": "POST",
         "path": SINGLE,
         "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "query_string": b"",
     }
     await asyncio.wait_for(guard(scope, receive, send), 5)  # type: ignore[arg-type]
     assert answered[0]["status"] == 408
+    assert (b"connection", b"close") in answered[0]["headers"]  # type: ignore[operator]
     body = answered[1]["body"]
     assert isinstance(body, bytes)
     assert json.loads(body)["error"] == "request_timeout"

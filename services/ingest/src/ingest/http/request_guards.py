@@ -1,4 +1,9 @@
-"""Refuse bodies before anything parses them: not JSON, encoded, too large, or too slow."""
+"""Refuse bodies that are not JSON, encoded, too large or too slow, before they are parsed.
+
+The headers are judged before the app runs (415, and 413 for a declared length); the body
+itself is bounded while the app reads it (413 past the limit, 408 past the deadline), so
+a request refused before it reads its body (429, 401) never has it read.
+"""
 
 import asyncio
 from collections.abc import Mapping
@@ -6,7 +11,7 @@ from collections.abc import Mapping
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ingest.http.errors import error_response
+from ingest.http.errors import ApiError, error_response
 
 SINGLE_EVENT_MAX_BYTES = 64 * 1024
 BATCH_MAX_BYTES = 1024 * 1024
@@ -16,27 +21,41 @@ BATCH_MAX_BYTES = 1024 * 1024
 BODY_TIMEOUT_SECONDS = 10.0
 
 
+class PayloadTooLargeError(ApiError):
+    """The body is larger than its route allows."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class BodyTimeoutError(ApiError):
+    """The body did not arrive in time; the connection is closed after the answer."""
+
+    status_code = 408
+    code = "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        """Answer 408 and close the connection (the rest of the body may still come)."""
+        super().__init__(message, headers={"Connection": "close"})
+
+
 def _is_json(content_type: str) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
 class JsonBodyGuard:
-    """ASGI middleware: 415, 413 or 408 before the body is parsed, on each guarded path.
-
-    The body is read here (at most `limit` bytes, within BODY_TIMEOUT_SECONDS) and
-    replayed to the app, so an oversized body is never buffered in full nor parsed.
-    """
+    """ASGI middleware for the POST routes in `limits` (path -> maximum body bytes)."""
 
     def __init__(
         self, app: ASGIApp, limits: Mapping[str, int], timeout: float = BODY_TIMEOUT_SECONDS
     ) -> None:
-        """Guard POSTs to the paths in `limits` (path -> maximum body bytes)."""
+        """Guard the POSTs to the paths in `limits`; bodies must arrive within `timeout`."""
         self.app = app
         self.limits = dict(limits)
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check the request, then pass it on with its body replayed."""
+        """Judge the headers, then pass the request on with its body bounded."""
         limit = self.limits.get(scope.get("path", "")) if scope["type"] == "http" else None
         if limit is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
@@ -57,54 +76,29 @@ class JsonBodyGuard:
             )
             await response(scope, receive, send)
             return
-        too_large = f"The body is larger than {limit} bytes."
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await error_response(413, "payload_too_large", too_large)(scope, receive, send)
+            too_large = PayloadTooLargeError(f"The body is larger than {limit} bytes.")
+            await too_large.response()(scope, receive, send)
             return
-        try:
-            async with asyncio.timeout(self.timeout):
-                body = await _read_body(receive, limit)
-        except TimeoutError:
-            response = error_response(
-                408,
-                "request_timeout",
-                f"The body did not arrive within {self.timeout:g} seconds.",
-                headers={"Connection": "close"},
-            )
-            await response(scope, receive, send)
-            return
-        if body is None:  # the client went away
-            return
-        if len(body) > limit:
-            await error_response(413, "payload_too_large", too_large)(scope, receive, send)
-            return
-        await self.app(scope, _replay(body, receive), send)
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        await self.app(scope, _bounded(receive, limit, deadline, self.timeout), send)
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The body, or just past `limit` bytes of it; None when the client disconnected."""
-    chunks: list[bytes] = []
+def _bounded(receive: Receive, limit: int, deadline: float, timeout: float) -> Receive:
+    """`receive` that refuses a body past `limit` bytes or arriving after `deadline`."""
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit or not message.get("more_body", False):
-            return b"".join(chunks)
 
+    async def bounded_receive() -> Message:
+        nonlocal size
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise BodyTimeoutError(f"The body did not arrive within {timeout:g} seconds.") from None
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise PayloadTooLargeError(f"The body is larger than {limit} bytes.")
+        return message
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
+    return bounded_receive

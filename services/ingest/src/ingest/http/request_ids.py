@@ -1,8 +1,8 @@
 """Request ids: from `X-Request-ID` when sane, else generated; on responses and log lines."""
 
 import logging
+import random
 import re
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -27,7 +27,9 @@ def request_id_of(scope: Scope) -> str:
             if _ACCEPTABLE.match(offered):
                 return offered
             break
-    return secrets.token_hex(16)  # as unique as a UUID, a fraction of the cost
+    # Unique, not secret: 128 random bits from the process's generator (seeded from the OS
+    # at start-up) cost a fraction of a system call per request.
+    return f"{random.getrandbits(128):032x}"
 
 
 @contextmanager
