@@ -100,3 +100,25 @@ async def test_ingest_keys_are_checked_after_the_rate_limit(client_for: ClientFa
     assert valid.headers["RateLimit-Remaining"] == "0"
     # Wrong keys spent the budget too: key guessing is rate limited like anything else.
     assert over.status_code == 429
+
+
+async def test_a_refused_client_is_refused_again_at_the_edge(client_for: ClientFactory) -> None:
+    """Within its Retry-After a refused client is answered before routing: no body read,
+    no Redis round trip, the same 429 (envelope, headers, metrics under the route)."""
+    async with client_for(rate_limit="1/minute") as http:
+        assert (await post(http)).status_code == 202
+        first = await post(http)  # the limiter dependency refuses, and remembers
+        again = await http.post(
+            ACTIVITIES, content=b"not even json", headers={"Content-Type": "text/plain"}
+        )
+        metrics = (await http.get("/metrics")).text
+    assert first.status_code == again.status_code == 429
+    assert again.json() == first.json()
+    for header in ("Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "X-Request-ID"):
+        assert header in again.headers, header
+    # A 415 would have come first, had the body guard or the route seen the request.
+    assert (
+        'event_tracker_ingest_http_requests_total{handler="/api/v1/activities",'
+        'method="POST",status="429"} 2.0'
+    ) in metrics
+    assert 'event_tracker_ingest_rate_limited_total{scope="write"} 2.0' in metrics

