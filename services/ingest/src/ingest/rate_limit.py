@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ingest.http.errors import RateLimitedError
+from ingest.http.errors import RateLimitedError, send_rate_limited
 from ingest.metrics import IngestMetrics
 from ingest.settings import RateLimitRule
 
@@ -64,6 +64,8 @@ REDIS_MAX_CONNECTIONS = 16
 FALLBACK_MAX_ENTRIES = 200_000
 # Clients refused locally are remembered at most this many at once.
 REFUSED_MAX_CLIENTS = 100_000
+# Peers whose parsed key is kept (the cache is simply emptied when full).
+PEER_KEYS_KEPT = 10_000
 # Refusals are logged aggregated, at most once per this many seconds.
 REFUSAL_LOG_SECONDS = 10.0
 
@@ -97,6 +99,8 @@ class ClientIdentity:
         self.trusted_proxies = tuple(trusted_proxies)
         self.ipv4_prefix = ipv4_prefix
         self.ipv6_prefix = ipv6_prefix
+        # Without trusted proxies the key is the peer's alone: parsed once per peer.
+        self._peer_keys: dict[str, str] = {}
 
     def is_trusted(self, address: IPAddress) -> bool:
         """Whether `address` is one of our proxies."""
@@ -133,6 +137,17 @@ class ClientIdentity:
 
     async def __call__(self, connection: HTTPConnection) -> str:
         """fastapi-limiter identifier: the client's rate-limit key."""
+        if not self.trusted_proxies and connection.client is not None:
+            key = self._peer_keys.get(connection.client.host)
+            if key is None:
+                key = self._key(connection)
+                if len(self._peer_keys) >= PEER_KEYS_KEPT:
+                    self._peer_keys.clear()
+                self._peer_keys[connection.client.host] = key
+            return key
+        return self._key(connection)
+
+    def _key(self, connection: HTTPConnection) -> str:
         address = self.client_address(connection)
         if address is None:
             return connection.client.host if connection.client else UNKNOWN_PEER
@@ -627,6 +642,6 @@ class RefusedClientGate:
             verdict = await self.limiter.refused_now(HTTPConnection(scope))
             if verdict is not None:
                 scope["route"] = route  # the template for the access log and metrics
-                await RateLimitedError(verdict.headers()).response()(scope, receive, send)
+                await send_rate_limited(send, verdict.headers())
                 return
         await self.app(scope, receive, send)

@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Send
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,23 @@ class RateLimitedError(ApiError):
     def __init__(self, headers: Mapping[str, str]) -> None:
         """Answer 429 with `Retry-After` and the `RateLimit-*` headers."""
         super().__init__(headers=headers)
+
+
+# The 429 body never varies (its headers do): serialized once, for the refusals answered
+# before routing, which must stay cheap (RefusedClientGate).
+_RATE_LIMITED_BODY = ErrorBody(error=RateLimitedError.code, message=RateLimitedError.message)
+RATE_LIMITED_JSON = _RATE_LIMITED_BODY.model_dump_json(exclude_none=True).encode()
+
+
+async def send_rate_limited(send: Send, headers: Mapping[str, str]) -> None:
+    """Answer 429 in the envelope with `headers`, straight to the ASGI `send`."""
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(RATE_LIMITED_JSON)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": 429, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": RATE_LIMITED_JSON})
 
 
 class UnauthorizedError(ApiError):
