@@ -16,6 +16,7 @@ COPY pyproject.toml uv.lock README.md ./
 COPY shared/pyproject.toml shared/pyproject.toml
 COPY services/ingest/pyproject.toml services/ingest/pyproject.toml
 COPY services/processor/pyproject.toml services/processor/pyproject.toml
+COPY testing/pyproject.toml testing/pyproject.toml
 RUN uv sync --frozen --no-dev --package "$SERVICE" --no-install-workspace
 COPY shared shared
 COPY services/$SERVICE services/$SERVICE

@@ -9,12 +9,8 @@ import pytest
 import redis
 from pymongo import AsyncMongoClient
 
-from activity_contract.testing import (
-    DEFAULT_RABBITMQ_URL,
-    TEST_REDIS_URL,
-    SecantusServer,
-    rabbit_vhost,
-)
+from activity_testing.processes import TEST_REDIS_URL, SecantusServer
+from activity_testing.rabbitmq import DEFAULT_RABBITMQ_URL, rabbit_vhost
 from ingest.settings import IngestSettings
 from processor.settings import ProcessorSettings
 

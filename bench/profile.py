@@ -17,7 +17,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from activity_contract.testing import venv_script
+from activity_testing.processes import venv_script
 from bench.stack import (
     event_tracker_spec,
     loadgen,

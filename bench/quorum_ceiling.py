@@ -29,8 +29,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from activity_contract.events import ActivityGroupMessage, ActivityMessage
-from activity_contract.testing import DEFAULT_RABBITMQ_URL, rabbit_vhost, rabbitmqctl
 from activity_contract.topology import QueueType, activity_queues
+from activity_testing.rabbitmq import DEFAULT_RABBITMQ_URL, rabbit_vhost, rabbitmqctl
 from bench.stack import CpuMeter, say
 
 EVENTS_PER_GROUP = 100

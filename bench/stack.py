@@ -26,15 +26,9 @@ import aio_pika
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import PyMongoError
 
-from activity_contract.testing import (
-    DEFAULT_RABBITMQ_URL,
-    RedisServer,
-    SecantusServer,
-    free_port,
-    rabbit_vhost,
-    rabbitmqctl,
-)
 from activity_contract.topology import ACTIVITY_QUEUE
+from activity_testing.processes import RedisServer, SecantusServer, free_port
+from activity_testing.rabbitmq import DEFAULT_RABBITMQ_URL, rabbit_vhost, rabbitmqctl
 
 # Far above anything one machine can offer, so the limiter never answers 429 here.
 UNLIMITED_RATE = "1000000/second"

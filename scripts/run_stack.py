@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from activity_contract.settings import MongoSettings, load_settings
-from activity_contract.testing import SecantusServer
+from activity_testing.processes import SecantusServer
 
 DATA_DIR = Path(os.environ.get("LOCAL_DATA_DIR", ".local/secantus-data"))
 SERVICES = ("ingest", "processor")

@@ -16,7 +16,7 @@ from activity_contract.events import (
     ActivityMessage,
     corrected_timestamp,
 )
-from activity_contract.testing import event_payload
+from activity_testing.events import event_payload
 
 
 def error_types(payload: dict[str, Any]) -> dict[tuple[str | int, ...], str]:

@@ -39,3 +39,6 @@ def test_contract_imports_neither_service() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add(node.module.split(".")[0])
     assert not imported & {"ingest", "processor", "faststream", "fastapi", "beanie"}
+    # Test helpers live in the test-only member `activity_testing`, not in what ships.
+    assert "activity_testing" not in imported
+    assert not (Path(activity_contract.__file__).parent / "testing.py").exists()

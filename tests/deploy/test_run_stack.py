@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from activity_contract.testing import TEST_REDIS_URL, free_port
+from activity_testing.processes import TEST_REDIS_URL, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -13,15 +13,10 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
-from activity_contract.testing import (
-    TEST_REDIS_URL,
-    PostOutcome,
-    ServiceProcess,
-    event_payload,
-    free_port,
-    queue_depths,
-)
 from activity_contract.topology import ACTIVITY_QUEUE
+from activity_testing.events import PostOutcome, event_payload
+from activity_testing.processes import TEST_REDIS_URL, ServiceProcess, free_port
+from activity_testing.rabbitmq import queue_depths
 
 Document = dict[str, Any]
 WaitForCount = Callable[..., Awaitable[int]]

@@ -12,16 +12,15 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-from activity_contract.testing import (
-    PostOutcome,
-    ServiceProcess,
+from activity_contract.topology import ACTIVITY_QUEUE
+from activity_testing.events import PostOutcome, event_payload
+from activity_testing.processes import ServiceProcess
+from activity_testing.rabbitmq import (
     StallingProxy,
     close_vhost_connections,
     delete_queue,
-    event_payload,
     vhost_outage,
 )
-from activity_contract.topology import ACTIVITY_QUEUE
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

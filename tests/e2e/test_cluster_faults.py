@@ -30,14 +30,9 @@ import httpx
 import pytest
 from pymongo.asynchronous.collection import AsyncCollection
 
-from activity_contract.testing import (
-    TEST_REDIS_URL,
-    ServiceProcess,
-    event_payload,
-    free_port,
-    wait_for_port,
-)
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
+from activity_testing.events import event_payload
+from activity_testing.processes import TEST_REDIS_URL, ServiceProcess, free_port, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.cluster]
 

@@ -16,8 +16,9 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
-from activity_contract.testing import PostOutcome, SecantusServer
 from activity_contract.topology import DEAD_LETTER_QUEUE
+from activity_testing.events import PostOutcome
+from activity_testing.processes import SecantusServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

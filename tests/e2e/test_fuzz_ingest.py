@@ -12,7 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from activity_contract.testing import ServiceProcess
+from activity_testing.processes import ServiceProcess
 from ingest.app import create_app
 from ingest.settings import IngestSettings
 

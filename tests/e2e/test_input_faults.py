@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from activity_contract.events import ActivityIn
-from activity_contract.testing import ServiceProcess, event_payload
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
+from activity_testing.events import event_payload
+from activity_testing.processes import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

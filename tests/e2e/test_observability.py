@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from activity_contract.testing import ServiceProcess, event_payload
+from activity_testing.events import event_payload
+from activity_testing.processes import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

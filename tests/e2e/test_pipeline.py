@@ -9,7 +9,8 @@ import httpx
 import pytest
 from pymongo.asynchronous.collection import AsyncCollection
 
-from activity_contract.testing import ServiceProcess, event_payload
+from activity_testing.events import event_payload
+from activity_testing.processes import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

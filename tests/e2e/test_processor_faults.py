@@ -12,13 +12,10 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from activity_contract.events import ActivityIn, ActivityMessage
-from activity_contract.testing import (
-    PostOutcome,
-    ServiceProcess,
-    close_vhost_connections,
-    event_payload,
-)
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
+from activity_testing.events import PostOutcome, event_payload
+from activity_testing.processes import ServiceProcess
+from activity_testing.rabbitmq import close_vhost_connections
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

@@ -16,13 +16,8 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from activity_contract.testing import (
-    ServiceProcess,
-    free_port,
-    venv_script,
-    wait_for_port,
-)
 from activity_contract.topology import DEAD_LETTER_QUEUE
+from activity_testing.processes import ServiceProcess, free_port, venv_script, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

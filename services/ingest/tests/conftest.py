@@ -20,8 +20,8 @@ from activity_contract.storage import (
     USER_TIMELINE_INDEX,
     USER_TIMELINE_KEYS,
 )
-from activity_contract.testing import TEST_REDIS_URL
 from activity_contract.topology import ACTIVITY_QUEUE
+from activity_testing.processes import TEST_REDIS_URL
 from ingest.app import create_app
 from ingest.publishing import ActivityPublisher
 from ingest.settings import IngestSettings

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from activity_contract.events import ActivityGroupMessage, ActivityMessage
-from activity_contract.testing import event_payload
+from activity_testing.events import event_payload
 from ingest.publishing import ActivityPublisher
 
 from .conftest import Published

@@ -11,7 +11,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 
-from activity_contract.testing import event_payload, free_port
+from activity_testing.events import event_payload
+from activity_testing.processes import free_port
 from ingest.app import create_app
 from ingest.http.errors import install_error_handlers
 from ingest.http.request_guards import JsonBodyGuard

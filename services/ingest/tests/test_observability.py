@@ -9,8 +9,9 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from activity_contract.testing import event_payload, rabbitmqctl
 from activity_contract.topology import ACTIVITY_QUEUE
+from activity_testing.events import event_payload
+from activity_testing.rabbitmq import rabbitmqctl
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from activity_contract.events import QUEUE_MESSAGE, ActivityGroupMessage, ActivityMessage
-from activity_contract.testing import delete_queue
 from activity_contract.topology import ACTIVITY_QUEUE
+from activity_testing.rabbitmq import delete_queue
 from ingest.http.errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher

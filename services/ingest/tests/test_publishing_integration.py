@@ -9,8 +9,9 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from activity_contract.events import ActivityMessage
-from activity_contract.testing import event_payload, rabbitmqctl
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
+from activity_testing.events import event_payload
+from activity_testing.rabbitmq import rabbitmqctl
 from ingest.app import create_app
 from ingest.settings import IngestSettings
 

@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from activity_contract.events import ActivityMessage
-from activity_contract.testing import rabbitmqctl, vhost_of
 from activity_contract.topology import ACTIVITY_QUEUE
+from activity_testing.rabbitmq import rabbitmqctl, vhost_of
 from ingest.http.errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher

@@ -4,7 +4,7 @@ import httpx
 import pytest
 import redis.asyncio
 
-from activity_contract.testing import event_payload
+from activity_testing.events import event_payload
 
 from .conftest import PEER, REDIS_URL, ClientFactory
 

@@ -8,7 +8,8 @@ import httpx
 import pytest
 import redis
 
-from activity_contract.testing import ServiceProcess, event_payload, free_port
+from activity_testing.events import event_payload
+from activity_testing.processes import ServiceProcess, free_port
 
 from .conftest import REDIS_URL
 

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from activity_contract.testing import RedisServer, event_payload
+from activity_testing.events import event_payload
+from activity_testing.processes import RedisServer
 
 from .conftest import ClientFactory
 

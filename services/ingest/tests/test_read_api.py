@@ -19,7 +19,8 @@ from activity_contract.storage import (
     USER_TIMELINE_INDEX,
     USER_TIMELINE_KEYS,
 )
-from activity_contract.testing import SecantusServer, event_payload
+from activity_testing.events import event_payload
+from activity_testing.processes import SecantusServer
 from ingest.reads import READ_TIMEOUT_SECONDS, ActivityQuery, ActivityReader, Position
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,8 @@ import logging
 
 import pytest
 
-from activity_contract.testing import event_payload, free_port
+from activity_testing.events import event_payload
+from activity_testing.processes import free_port
 
 from .conftest import ClientFactory
 

@@ -27,7 +27,7 @@ from activity_contract.storage import (
     USER_TIMELINE_INDEX,
     USER_TIMELINE_KEYS,
 )
-from activity_contract.testing import SecantusServer
+from activity_testing.processes import SecantusServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

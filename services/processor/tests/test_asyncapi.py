@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from activity_contract.testing import venv_script
+from activity_testing.processes import venv_script
 
 ROOT = Path(__file__).resolve().parents[3]
 

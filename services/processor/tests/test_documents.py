@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 from activity_contract.events import ActivityIn, ActivityOut
-from activity_contract.testing import event_payload
+from activity_testing.events import event_payload
 from processor.documents import Activity, EncodedActivity
 
 

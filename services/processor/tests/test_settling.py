@@ -18,8 +18,8 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
 from activity_contract.events import ActivityIn
-from activity_contract.testing import event_payload
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE, QueueType
+from activity_testing.events import event_payload
 from processor import handlers
 from processor.app import build_broker, declare_topology, queue_objects
 from processor.bulk_writer import BulkWriter, RetryPolicy

@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.database import AsyncDatabase
 
 from activity_contract.events import ActivityGroupMessage, ActivityIn, ActivityMessage
-from activity_contract.testing import event_payload
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
+from activity_testing.events import event_payload
 from processor.app import build_broker, bulk_writer
 from processor.documents import Activity, ActivityStore, init_documents, mongo_client
 from processor.metrics import ProcessorMetrics

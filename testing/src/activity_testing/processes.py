@@ -1,10 +1,5 @@
-"""Test helpers both services' tests and the end-to-end tests import (standard library only).
+"""Processes tests start and stop: SecantusDB, a throw-away Redis, the services themselves."""
 
-They start real processes (SecantusDB, the two services) and create isolated RabbitMQ
-virtual hosts; nothing here fakes a component.
-"""
-
-import asyncio
 import contextlib
 import os
 import shutil
@@ -15,16 +10,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections import Counter
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
-RABBITMQ_USER = "guest"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The machine's shared Redis for tests; each test keeps to its own key prefix.
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
 
 
 def free_port() -> int:
@@ -45,17 +36,6 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
 
 
-def event_payload(**overrides: Any) -> dict[str, Any]:
-    """A valid `ActivityIn` body; keyword arguments replace or add fields."""
-    payload: dict[str, Any] = {
-        "user_id": "user-1",
-        "event_type": "page_view",
-        "metadata": {"path": "/home"},
-    }
-    payload.update(overrides)
-    return payload
-
-
 def venv_script(name: str) -> str:
     """Path of a console script installed beside the running interpreter."""
     candidate = Path(sys.executable).parent / name
@@ -63,15 +43,6 @@ def venv_script(name: str) -> str:
     if found is None:
         raise FileNotFoundError(f"{name} is not installed (run `uv sync --all-packages`)")
     return found
-
-
-@dataclass
-class PostOutcome:
-    """What ingest answered to each posted event, by the client-chosen event id."""
-
-    accepted: list[str] = field(default_factory=list)  # answered 202
-    refused: list[str] = field(default_factory=list)  # answered 503: the client may retry
-    statuses: Counter[int] = field(default_factory=Counter)  # 0 counts "no HTTP answer"
 
 
 class SecantusServer:
@@ -135,139 +106,6 @@ class SecantusServer:
     def __exit__(self, *_: object) -> None:
         """Stop the server."""
         self.stop()
-
-
-def rabbitmqctl(*args: str) -> str:
-    """Run `rabbitmqctl` with `args` and return its output; raise when it fails."""
-    result = subprocess.run(
-        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
-    return result.stdout
-
-
-def with_vhost(url: str, vhost: str) -> str:
-    """`url` pointing at virtual host `vhost`."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
-
-
-@contextlib.contextmanager
-def rabbit_vhost(base_url: str = DEFAULT_RABBITMQ_URL) -> Iterator[str]:
-    """A fresh RabbitMQ virtual host for one test; deleted afterwards with all it holds."""
-    vhost = f"event-tracker-test-{uuid.uuid4().hex[:12]}"
-    rabbitmqctl("add_vhost", vhost)
-    try:
-        rabbitmqctl("set_permissions", "-p", vhost, RABBITMQ_USER, ".*", ".*", ".*")
-        yield with_vhost(base_url, vhost)
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
-
-
-def vhost_of(vhost_url: str) -> str:
-    """The virtual host named in the path of `vhost_url`."""
-    return unquote(urlsplit(vhost_url).path.lstrip("/"))
-
-
-def queue_depths(vhost_url: str, column: str = "messages") -> dict[str, int]:
-    """Per queue of the vhost in `vhost_url`: `column` of `rabbitmqctl list_queues`.
-
-    The default, `messages`, counts ready plus unacknowledged messages;
-    `messages_unacknowledged` counts only those delivered and not yet settled.
-    """
-    output = rabbitmqctl(
-        "list_queues", "-p", vhost_of(vhost_url), "name", column, "--no-table-headers", "--quiet"
-    )
-    depths = {}
-    for line in output.splitlines():
-        name, _, count = line.rpartition("\t")
-        if name:
-            depths[name] = int(count)
-    return depths
-
-
-def close_vhost_connections(vhost_url: str, reason: str = "test") -> None:
-    """Drop every client connection to the vhost in `vhost_url` (never the whole node)."""
-    rabbitmqctl("close_all_connections", "-p", vhost_of(vhost_url), reason)
-
-
-@contextlib.contextmanager
-def vhost_outage(vhost_url: str) -> Iterator[None]:
-    """Drop every connection to the vhost and refuse new ones until the block exits.
-
-    A broker outage as the vhost's clients see it (refused reconnects included), while the
-    shared node and every other vhost keep running.
-    """
-    vhost = vhost_of(vhost_url)
-    rabbitmqctl("set_vhost_limits", "-p", vhost, '{"max-connections": 0}')
-    try:
-        close_vhost_connections(vhost_url, "simulated broker outage")
-        yield
-    finally:
-        rabbitmqctl("clear_vhost_limits", "-p", vhost)
-
-
-class StallingProxy:
-    """A TCP forwarder that can stall: bytes stop flowing both ways, sockets stay open.
-
-    Put it between a service and RabbitMQ to make the broker look hung (no confirms, no
-    errors) without touching the shared node. Runs on the caller's event loop.
-    """
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        """Forward to target_host:target_port once `start()` ran."""
-        self.target = (target_host, target_port)
-        self.port = 0
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> "StallingProxy":
-        """Listen on a free port of 127.0.0.1."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def stall(self) -> None:
-        """Stop forwarding; what arrives meanwhile waits in the proxy."""
-        self._flowing.clear()
-
-    def resume(self) -> None:
-        """Forward again, the held bytes first."""
-        self._flowing.set()
-
-    async def close(self) -> None:
-        """Stop listening and drop every forwarded connection."""
-        if self._server is not None:
-            self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        upstream_r, upstream_w = await asyncio.open_connection(*self.target)
-        for reader, writer in ((client_r, upstream_w), (upstream_r, client_w)):
-            task = asyncio.create_task(self._pipe(reader, writer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                await self._flowing.wait()
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-
-def delete_queue(vhost_url: str, queue: str) -> None:
-    """Delete `queue` from the vhost in `vhost_url`, messages and all."""
-    rabbitmqctl("delete_queue", "-p", vhost_of(vhost_url), queue)
 
 
 class ServiceProcess:
@@ -334,11 +172,6 @@ class ServiceProcess:
     def __exit__(self, *_: object) -> None:
         """Stop the service."""
         self.stop()
-
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-# The machine's shared Redis for tests; each test keeps to its own key prefix.
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
 
 
 class RedisServer:

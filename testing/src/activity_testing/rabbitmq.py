@@ -1,0 +1,147 @@
+"""RabbitMQ for tests: a virtual host per test, queue depths, outages, a stalling proxy.
+
+The shared node is never stopped: faults are injected per vhost.
+"""
+
+import asyncio
+import contextlib
+import subprocess
+import uuid
+from collections.abc import Iterator
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+RABBITMQ_USER = "guest"
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run `rabbitmqctl` with `args` and return its output; raise when it fails."""
+    result = subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def with_vhost(url: str, vhost: str) -> str:
+    """`url` pointing at virtual host `vhost`."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+
+
+@contextlib.contextmanager
+def rabbit_vhost(base_url: str = DEFAULT_RABBITMQ_URL) -> Iterator[str]:
+    """A fresh RabbitMQ virtual host for one test; deleted afterwards with all it holds."""
+    vhost = f"event-tracker-test-{uuid.uuid4().hex[:12]}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, RABBITMQ_USER, ".*", ".*", ".*")
+        yield with_vhost(base_url, vhost)
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+def vhost_of(vhost_url: str) -> str:
+    """The virtual host named in the path of `vhost_url`."""
+    return unquote(urlsplit(vhost_url).path.lstrip("/"))
+
+
+def queue_depths(vhost_url: str, column: str = "messages") -> dict[str, int]:
+    """Per queue of the vhost in `vhost_url`: `column` of `rabbitmqctl list_queues`.
+
+    The default, `messages`, counts ready plus unacknowledged messages;
+    `messages_unacknowledged` counts only those delivered and not yet settled.
+    """
+    output = rabbitmqctl(
+        "list_queues", "-p", vhost_of(vhost_url), "name", column, "--no-table-headers", "--quiet"
+    )
+    depths = {}
+    for line in output.splitlines():
+        name, _, count = line.rpartition("\t")
+        if name:
+            depths[name] = int(count)
+    return depths
+
+
+def close_vhost_connections(vhost_url: str, reason: str = "test") -> None:
+    """Drop every client connection to the vhost in `vhost_url` (never the whole node)."""
+    rabbitmqctl("close_all_connections", "-p", vhost_of(vhost_url), reason)
+
+
+@contextlib.contextmanager
+def vhost_outage(vhost_url: str) -> Iterator[None]:
+    """Drop every connection to the vhost and refuse new ones until the block exits.
+
+    A broker outage as the vhost's clients see it (refused reconnects included), while the
+    shared node and every other vhost keep running.
+    """
+    vhost = vhost_of(vhost_url)
+    rabbitmqctl("set_vhost_limits", "-p", vhost, '{"max-connections": 0}')
+    try:
+        close_vhost_connections(vhost_url, "simulated broker outage")
+        yield
+    finally:
+        rabbitmqctl("clear_vhost_limits", "-p", vhost)
+
+
+class StallingProxy:
+    """A TCP forwarder that can stall: bytes stop flowing both ways, sockets stay open.
+
+    Put it between a service and RabbitMQ to make the broker look hung (no confirms, no
+    errors) without touching the shared node. Runs on the caller's event loop.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        """Forward to target_host:target_port once `start()` ran."""
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> "StallingProxy":
+        """Listen on a free port of 127.0.0.1."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stall(self) -> None:
+        """Stop forwarding; what arrives meanwhile waits in the proxy."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Forward again, the held bytes first."""
+        self._flowing.set()
+
+    async def close(self) -> None:
+        """Stop listening and drop every forwarded connection."""
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        upstream_r, upstream_w = await asyncio.open_connection(*self.target)
+        for reader, writer in ((client_r, upstream_w), (upstream_r, client_w)):
+            task = asyncio.create_task(self._pipe(reader, writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+
+def delete_queue(vhost_url: str, queue: str) -> None:
+    """Delete `queue` from the vhost in `vhost_url`, messages and all."""
+    rabbitmqctl("delete_queue", "-p", vhost_of(vhost_url), queue)
