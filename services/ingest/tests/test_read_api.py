@@ -281,6 +281,20 @@ async def test_bad_query_values_are_422(
     assert ["query", parameter] in [detail["loc"] for detail in body["details"]]
 
 
+@pytest.mark.parametrize(
+    ("query", "unknown"),
+    [("limt=5", ["limt"]), ("=false", [""]), ("limit=5&page=2&x=1", ["page", "x"])],
+)
+async def test_unknown_query_parameters_are_422_naming_them(
+    reader_client: httpx.AsyncClient, query: str, unknown: list[str]
+) -> None:
+    response = await reader_client.get(f"{url()}?{query}", headers=AUTH)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "validation_error"
+    assert [detail["loc"] for detail in body["details"]] == [["query", name] for name in unknown]
+
+
 async def test_page_queries_are_served_by_the_user_timeline_index(
     activities: Collection, mongo_server_url: str, mongo_database: str
 ) -> None:

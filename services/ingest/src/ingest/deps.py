@@ -7,7 +7,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ingest.auth import ApiKeys
 from ingest.erasures import ActivityEraser
-from ingest.http.errors import DatabaseUnavailableError, UnauthorizedError
+from ingest.http.errors import DatabaseUnavailableError, InvalidQueryError, UnauthorizedError
 from ingest.http.request_ids import current_request_id
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
@@ -108,8 +108,21 @@ async def admin_rate_limit(request: Request, response: Response) -> None:
     await request.app.state.admin_limit(request, response)
 
 
-# Route dependencies: rate limit first, then the key (wrong keys spend the budget too).
+async def refuse_unknown_query_parameters(request: Request) -> None:
+    """422 naming each query parameter the route does not declare: a typo is not ignored."""
+    if not request.scope["query_string"]:
+        return
+    known = {parameter.alias for parameter in request.scope["route"].dependant.query_params}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        first, *rest = ((name, "not a parameter of this route") for name in unknown)
+        raise InvalidQueryError(*first, *rest)
+
+
+# Route dependencies: rate limit first, then the key (wrong keys spend the budget too),
+# then the query's parameter names.
 ReadRateLimitDep = Depends(read_rate_limit)
 ReadKeyRequiredDep = Depends(require_read_key)
 AdminRateLimitDep = Depends(admin_rate_limit)
 AdminKeyRequiredDep = Depends(require_admin_key)
+KnownQueryParametersDep = Depends(refuse_unknown_query_parameters)

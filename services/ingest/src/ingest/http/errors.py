@@ -147,10 +147,13 @@ class InvalidQueryError(ApiError):
     code = "validation_error"
     message = "The request does not match the schema."
 
-    def __init__(self, parameter: str, problem: str) -> None:
-        """Name the query parameter and what is wrong with it."""
+    def __init__(self, parameter: str, problem: str, *more: tuple[str, str]) -> None:
+        """Name each query parameter that is wrong and what is wrong with it."""
         super().__init__(
-            details=[ErrorDetail(loc=["query", parameter], message=problem, type="value_error")]
+            details=[
+                ErrorDetail(loc=["query", name], message=text, type="value_error")
+                for name, text in ((parameter, problem), *more)
+            ]
         )
 
 

@@ -18,6 +18,7 @@ from ingest.deps import (
     AdminKeyRequiredDep,
     AdminRateLimitDep,
     EraserDep,
+    KnownQueryParametersDep,
     MetricsDep,
     ReaderDep,
     ReadKeyRequiredDep,
@@ -66,7 +67,7 @@ USER_ACTIVITIES = "/{user_id:anything}/activities"
 
 @router.get(
     USER_ACTIVITIES,
-    dependencies=[ReadRateLimitDep, ReadKeyRequiredDep],
+    dependencies=[ReadRateLimitDep, ReadKeyRequiredDep, KnownQueryParametersDep],
     responses=READ_ERROR_RESPONSES,
 )
 async def list_user_activities(
@@ -129,7 +130,7 @@ class ErasureOut(BaseModel):
 
 @router.delete(
     USER_ACTIVITIES,
-    dependencies=[AdminRateLimitDep, AdminKeyRequiredDep],
+    dependencies=[AdminRateLimitDep, AdminKeyRequiredDep, KnownQueryParametersDep],
     responses=ERASURE_ERROR_RESPONSES,
 )
 async def erase_user_activities(
