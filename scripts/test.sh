@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 read -r -a uv_cmd <<<"$(scripts/bootstrap.sh)"
 scripts/services.sh
-scripts/chromium.sh
-scripts/haproxy.sh
+scripts/test_package.sh chromium "AsyncAPI page test"
+scripts/test_package.sh haproxy "cluster fault test"
 exec "${uv_cmd[@]}" run --frozen pytest "$@"

@@ -5,7 +5,15 @@ import inspect
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+    Sequence,
+)
 from typing import Any
 
 import httpx
@@ -98,7 +106,8 @@ def wait_for_count(activities: AsyncCollection[Document]) -> WaitForCount:
     return wait
 
 
-PostEvents = Callable[..., Awaitable[PostOutcome]]
+PostEvents = Callable[..., Coroutine[Any, Any, PostOutcome]]
+StartPosting = Callable[..., Awaitable[tuple["asyncio.Task[PostOutcome]", PostOutcome]]]
 
 
 @pytest.fixture
@@ -184,6 +193,22 @@ def wait_until() -> WaitUntil:
             await asyncio.sleep(0.2)
 
     return wait
+
+
+@pytest.fixture
+def posting_under_way(post_events: PostEvents, wait_until: WaitUntil) -> StartPosting:
+    """Start posting `count` events in a task; return it and its live outcome once
+    `accepted` of them have been answered 202 (the fault is then injected mid-stream)."""
+
+    async def start(
+        count: int, *, concurrency: int, accepted: int
+    ) -> tuple[asyncio.Task[PostOutcome], PostOutcome]:
+        progress = PostOutcome()
+        posting = asyncio.create_task(post_events(count, concurrency=concurrency, outcome=progress))
+        assert await wait_until(lambda: len(progress.accepted) >= accepted, within=60)
+        return posting, progress
+
+    return start
 
 
 @pytest.fixture

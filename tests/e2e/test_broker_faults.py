@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from activity_contract.topology import ACTIVITY_QUEUE
-from activity_testing.events import PostOutcome, event_payload
+from activity_testing.events import event_payload
 from activity_testing.processes import ServiceProcess
 from activity_testing.rabbitmq import (
     StallingProxy,
@@ -45,15 +45,12 @@ async def test_unroutable_event_answers_503_not_202(
 async def test_connection_drop_while_posting_loses_and_duplicates_nothing(
     processor: ServiceProcess,
     rabbit_url: str,
-    post_events: Any,
+    posting_under_way: Any,
     retry_until_accepted: Any,
-    wait_until: Any,
     assert_stored_exactly_once: Any,
 ) -> None:
     processor.start()
-    progress = PostOutcome()
-    posting = asyncio.create_task(post_events(1000, concurrency=8, outcome=progress))
-    assert await wait_until(lambda: len(progress.accepted) >= 200, within=60)
+    posting, _ = await posting_under_way(1000, concurrency=8, accepted=200)
 
     # Both services reconnect by themselves at once.
     await asyncio.to_thread(close_vhost_connections, rabbit_url)
@@ -72,14 +69,13 @@ async def test_broker_outage_answers_503_and_both_services_recover(
     processor: ServiceProcess,
     rabbit_url: str,
     post_events: Any,
+    posting_under_way: Any,
     retry_until_accepted: Any,
     wait_until: Any,
     assert_stored_exactly_once: Any,
 ) -> None:
     processor.start()
-    progress = PostOutcome()
-    posting = asyncio.create_task(post_events(600, concurrency=4, outcome=progress))
-    assert await wait_until(lambda: len(progress.accepted) >= 100, within=60)
+    posting, progress = await posting_under_way(600, concurrency=4, accepted=100)
 
     with vhost_outage(rabbit_url):
         answered = sum(progress.statuses.values())

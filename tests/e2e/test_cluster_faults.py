@@ -61,7 +61,7 @@ def missing_tools() -> str | None:
     if shutil.which("haproxy") is None:
         return (
             "haproxy is not installed and could not be installed (scripts/test.sh installs it "
-            "with apt-get through scripts/haproxy.sh when run as root; otherwise: apt-get "
+            "with apt-get through scripts/test_package.sh when run as root; otherwise: apt-get "
             "install haproxy)"
         )
     for script in ("rabbitmq-server", "rabbitmqctl"):

@@ -95,14 +95,11 @@ async def test_sigterm_drains_in_flight_writes_and_exits(
 async def test_ingest_sigterm_finishes_requests_in_flight(
     ingest: ServiceProcess,
     processor: ServiceProcess,
-    post_events: Any,
-    wait_until: Any,
+    posting_under_way: Any,
     assert_stored_exactly_once: Any,
 ) -> None:
     processor.start()
-    progress = PostOutcome()
-    posting = asyncio.create_task(post_events(2000, concurrency=8, outcome=progress))
-    assert await wait_until(lambda: len(progress.accepted) >= 200, within=60)
+    posting, _ = await posting_under_way(2000, concurrency=8, accepted=200)
 
     exit_code = await asyncio.to_thread(ingest.stop, signal.SIGTERM, 30.0)
     outcome = await posting

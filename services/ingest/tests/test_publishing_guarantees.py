@@ -1,6 +1,8 @@
-"""The publisher against the real RabbitMQ: confirms, group commit, and what a 503 names."""
+"""The publisher against the real RabbitMQ: confirms, group commit, what a 503 names, and
+the channel renewed after a publish RabbitMQ refused (basic.nack)."""
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -11,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from activity_contract.events import QUEUE_MESSAGE, ActivityGroupMessage, ActivityMessage
 from activity_contract.topology import ACTIVITY_QUEUE
-from activity_testing.rabbitmq import delete_queue
+from activity_testing.rabbitmq import delete_queue, rabbitmqctl, vhost_of
 from ingest.http.errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
@@ -108,3 +110,37 @@ async def test_an_unroutable_publish_is_a_503_naming_every_event_id(
     with pytest.raises(BrokerUnavailableError) as caught:
         await publisher.publish(events)
     assert caught.value.event_ids == [each.event_id for each in events]
+
+
+async def _published(publisher: ActivityPublisher) -> bool:
+    try:
+        await publisher.publish([message("request-nack")])
+    except BrokerUnavailableError:
+        return False
+    return True
+
+
+async def test_nacked_publish_answers_503_and_the_next_channel_publishes(
+    publisher: ActivityPublisher, rabbit_url: str
+) -> None:
+    # RabbitMQ before 3.13 can leave a channel nacking every publish to a quorum queue after
+    # its leader crashed (tests/e2e/test_cluster_faults.py meets it); here a real nack comes
+    # from the queue's own overflow rule (`reject-publish`) under a `max-length` policy.
+    assert await _published(publisher)
+    vhost = vhost_of(rabbit_url)
+    policy = ("set_policy", "-p", vhost, "--apply-to", "queues", "full", f"^{ACTIVITY_QUEUE}$")
+    await asyncio.to_thread(rabbitmqctl, *policy, '{"max-length": 1}')
+    channel = await publisher.broker.config.channel_manager.get_channel()
+    refused_on = await channel.get_underlay_channel()
+
+    deadline = time.monotonic() + 30
+    while await _published(publisher):  # until the policy applies: then nacked, a 503
+        assert time.monotonic() < deadline, "publishes never refused"
+    while await channel.get_underlay_channel() is refused_on:
+        assert time.monotonic() < deadline, "publishing channel not renewed after a nack"
+        await asyncio.sleep(0.05)
+
+    await asyncio.to_thread(rabbitmqctl, "clear_policy", "-p", vhost, "full")
+    while not await _published(publisher):
+        assert time.monotonic() < deadline, "publishes still refused without the policy"
+        await asyncio.sleep(0.2)
