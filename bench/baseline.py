@@ -99,6 +99,7 @@ def baseline_spec(source: Path) -> Iterator[SystemSpec]:
             processor_command=(node, "consumer/worker.js"),
             cwd=copy,
             reads=False,
+            stored_metric="consumer_events_stored_total",
             description=f"Node {version}, {source}",
         )
     finally:

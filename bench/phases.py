@@ -146,9 +146,9 @@ def ingest_side(events: int) -> dict[str, int]:
     return dict.fromkeys(("ingest", "redis", "mq"), events)
 
 
-def drain_rate(samples: list[tuple[float, int]], before: int) -> float:
-    """Events/s from the first sample that saw new documents to the last one."""
-    moving = [(t, count) for t, count in samples if count > before]
+def drain_rate(samples: list[tuple[float, float]]) -> float:
+    """Events/s from the first sample that saw events stored to the last one."""
+    moving = [(t, count) for t, count in samples if count > 0]
     if len(moving) < 2:
         return 0.0
     (t0, c0), (t1, c1) = moving[0], moving[-1]
@@ -327,21 +327,20 @@ class SystemRun:
         """Start the processor on the queued backlog; measure until stored or the bound."""
         plan, stack = self.plan, self.stack
         backlog = self.queued
-        before = stored_count(stack)
         messages = queue_depth(stack.rabbitmq_url)
         say(f"[{self.system}] processor drains {backlog:,} events {how} ({messages:,} messages)")
         start_cpu = self._processor_start_cpu or 0.0
         meter = stack.meter()  # the database and the broker, from before the processor runs
         with running(stack.processor()) as processor:
             samples = wait_stored(
-                stack, before + backlog, within=plan.drain_within, label="drain", interval=0.1
+                processor, stack.spec.stored_metric, backlog, plan.drain_within, "drain"
             )
-            stored = samples[-1][1] - before
+            stored = int(samples[-1][1])
             spent = (cpu_seconds(processor.pid) or 0.0) - start_cpu
             cpu = meter.per_event_us(dict.fromkeys(("db", "mq"), stored))
             if stored:
                 cpu["proc"] = spent / stored * 1e6
-        rate = drain_rate(samples, before)
+        rate = drain_rate(samples)
         note = f"backlog {backlog:,} events in {messages:,} messages"
         if stored < backlog:
             note += f", {stored:,} stored in the {plan.drain_within:.0f} s bound"
@@ -399,7 +398,6 @@ class SystemRun:
         # Enough backlog to keep the processor busy for the whole phase, within bounds.
         backlog = int(min(max(rate * (plan.mixed_seconds + 5), 2_000), 200_000))
         queued = self.post_backlog(ingest, backlog)
-        before = stored_count(stack)
         with running(stack.processor()) as processor:
             meter = stack.meter(ingest=ingest, proc=processor)
             result = loadgen(
@@ -411,7 +409,7 @@ class SystemRun:
                 event_type="bench_mixed",
             )
             left = queue_depth(stack.rabbitmq_url)
-            stored = stored_count(stack) - before
+            stored = int(processor.metric(stack.spec.stored_metric) or 0)
             accepted = result["accepted_events"]
             cpu = meter.per_event_us(
                 {"ingest": accepted, "redis": accepted, "proc": stored, "db": stored}
@@ -431,7 +429,6 @@ class SystemRun:
         """Single POSTs at 1,000/s with the processor running; then wait until stored."""
         plan, stack = self.plan, self.stack
         say(f"[{self.system}] end to end: {plan.e2e_rate:,.0f} single POSTs/s, open loop")
-        before = stored_count(stack)
         with running(stack.processor()) as processor:
             meter = stack.meter(ingest=ingest, proc=processor)
             result = loadgen(
@@ -444,9 +441,9 @@ class SystemRun:
             )
             accepted = result["accepted_events"]
             samples = wait_stored(
-                stack, before + accepted, within=plan.e2e_wait, label="end to end", interval=0.25
+                processor, stack.spec.stored_metric, accepted, plan.e2e_wait, "end to end", 0.25
             )
-            stored = samples[-1][1] - before
+            stored = int(samples[-1][1])
             cpu = meter.per_event_us(
                 {"ingest": accepted, "redis": accepted, "proc": stored, "db": stored}
             )
@@ -622,16 +619,17 @@ class SystemRun:
         }
         name = f"{plan.rw_rate:,.0f} single POSTs/s, open loop"
         settled = self.settle_database()
-        with running(stack.processor()):
-            before = stored_count(stack)
+        with running(stack.processor()) as processor:
+            metric = stack.spec.stored_metric
             alone = loadgen(ingest.port, "POSTs alone", **post, event_type="bench_rw_alone")
-            wait_stored(stack, before + alone["accepted_events"], STORED_WAIT_SECONDS, "POSTs")
-            before = stored_count(stack)
+            stored = alone["accepted_events"]
+            wait_stored(processor, metric, stored, STORED_WAIT_SECONDS, "POSTs")
             beside, readers = loadgens(
                 (ingest.port, "POSTs beside readers", {**post, "event_type": "bench_rw_reads"}),
                 (ingest.port, f"{plan.readers} readers", read),
             )
-            wait_stored(stack, before + beside["accepted_events"], STORED_WAIT_SECONDS, "POSTs")
+            stored += beside["accepted_events"]
+            wait_stored(processor, metric, stored, STORED_WAIT_SECONDS, "POSTs")
         for key, label, result, event_type in (
             ("rw_alone", f"{name}, no reads", alone, "bench_rw_alone"),
             ("rw_reads", f"{name}, {plan.readers} readers", beside, "bench_rw_reads"),

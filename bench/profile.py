@@ -108,9 +108,11 @@ def profile_processor(seconds: float, out: Path, events: int) -> None:
             assert processor.pid is not None  # noqa: S101 - started by `running`
             spy = record(processor.pid, seconds, out)
             meter = stack.meter(proc=processor)
-            samples = wait_stored(stack, posted["accepted_events"], within=300, label="drain")
+            samples = wait_stored(
+                processor, stack.spec.stored_metric, posted["accepted_events"], 300, "drain"
+            )
             spy.wait()
-            count = samples[-1][1]
+            count = int(samples[-1][1])
             cpu = meter.per_event_us(count).get("proc", 0.0)
             waited = samples[-1][0] - samples[0][0]
             say(f"  {count:,} stored in {waited:.1f} s under py-spy, CPU {cpu:,.0f} us/event")
