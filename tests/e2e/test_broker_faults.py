@@ -21,6 +21,7 @@ from activity_testing.rabbitmq import (
     delete_queue,
     vhost_outage,
 )
+from ingest.http.errors import RETRY_AFTER_SECONDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -40,6 +41,38 @@ async def test_unroutable_event_answers_503_not_202(
         assert response.status_code == 503, response.text
         assert response.json()["error"] == "broker_unavailable"
         assert response.headers["Retry-After"].isdigit()
+
+
+async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """Send one keep-alive GET /health/live on the connection; return its status line."""
+    writer.write(b"GET /health/live HTTP/1.1\r\nHost: ingest\r\n\r\n")
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return head.split(b"\r\n", 1)[0]
+
+
+async def test_a_client_retrying_after_retry_after_finds_its_connection_open(
+    ingest: ServiceProcess,
+) -> None:
+    """A client that waits a 503's Retry-After retries on the connection it had: ingest must
+    not close it meanwhile, or the retry races the close and fails with no answer at all."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", ingest.port)
+    try:
+        assert (await _answer(reader, writer)).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(RETRY_AFTER_SECONDS + 1)  # the idle time is what is tested
+        try:
+            status = await _answer(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError) as error:
+            raise AssertionError(f"ingest closed an idle connection: {error!r}") from None
+        assert status.startswith(b"HTTP/1.1 200"), status
+    finally:
+        writer.close()
 
 
 async def test_connection_drop_while_posting_loses_and_duplicates_nothing(

@@ -9,6 +9,10 @@ from ingest.app import create_app
 from ingest.settings import IngestSettings
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
+# Idle connections stay open longer than a 503's Retry-After (5 s) and than load balancers'
+# idle timeouts (often 60 s), so the client or the proxy closes them first: a server that
+# closes a connection as a client reuses it fails that request with no answer at all.
+KEEP_ALIVE_SECONDS = 75
 WORKER_APP_FACTORY = "ingest.__main__:worker_app"
 
 
@@ -45,6 +49,7 @@ def main() -> None:
         # own handling would rewrite the peer address first, trusting 127.0.0.1.
         proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 
