@@ -267,6 +267,8 @@ async def test_no_configured_keys_refuses_every_read(
         ({"limit": 501}, "limit"),
         ({"since": "2026-03-01T12:00:00"}, "since"),
         ({"until": "yesterday"}, "until"),
+        ({"since": "1772366400"}, "since"),  # Unix epoch numbers: RFC 3339 only
+        ({"until": "1772366400.5"}, "until"),
         ({"since": "2026-03-02T00:00:00Z", "until": "2026-03-01T00:00:00Z"}, "until"),
         ({"event_type": "1-starts-with-a-digit"}, "event_type"),
     ],
