@@ -32,6 +32,11 @@ def cores(rate: float, per_core: float) -> float:
     return rate / per_core
 
 
+def core_text(needed: float) -> str:
+    """Cores as text: one decimal below 10, so a fraction of a core does not read as 0."""
+    return f"{needed:,.1f}" if needed < 10 else f"{needed:,.0f}"
+
+
 def machines(needed_cores: float, inputs: Inputs, at_least: int) -> int:
     """Machines of `machine_cores` at the planned utilisation, never fewer than `at_least`."""
     usable = inputs.machine_cores * inputs.utilisation
@@ -59,10 +64,10 @@ def table(inputs: Inputs) -> str:
         database = cores(rate, inputs.database)
         shards = machines(database, inputs, at_least=1)
         lines.append(
-            f"| {rate:,} | {single:,.0f} / {batch:,.0f} "
+            f"| {rate:,} | {core_text(single)} / {core_text(batch)} "
             f"| {machines(single, inputs, 2):,} / {machines(batch, inputs, 2):,} "
-            f"| {processor:,.0f}, {machines(processor, inputs, 2):,} "
-            f"| {database:,.0f}, {shards:,} ({3 * shards:,} machines) "
+            f"| {core_text(processor)}, {machines(processor, inputs, 2):,} "
+            f"| {core_text(database)}, {shards:,} ({3 * shards:,} machines) "
             f"| {math.ceil(rate / inputs.queue_grouped):,} / "
             f"{math.ceil(rate / inputs.queue_single):,} |"
         )
@@ -70,13 +75,15 @@ def table(inputs: Inputs) -> str:
 
 
 def main() -> None:
-    """Read the inputs (defaults: bench/RESULTS.md of 2026-11-24), print the table."""
+    """Read the inputs (defaults: bench/RESULTS.md of 2026-12-01), print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # 1e6 / CPU us per event in bench/RESULTS.md (full run): 1,143, 275, 611 and 690 us.
-    parser.add_argument("--ingest-single", type=float, default=875)
-    parser.add_argument("--ingest-batch", type=float, default=3_636)
-    parser.add_argument("--processor", type=float, default=1_637)
-    parser.add_argument("--database", type=float, default=1_449)
+    # 1e6 / CPU us per event in bench/RESULTS.md (last full run, 2026-12-01): ingest 273 us
+    # per single POST and 18 us per batched event, processor 70 us per event (the drain of
+    # single-posted events; 34 us for batch-posted ones), SecantusDB 184 us per document.
+    parser.add_argument("--ingest-single", type=float, default=3_663)
+    parser.add_argument("--ingest-batch", type=float, default=55_556)
+    parser.add_argument("--processor", type=float, default=14_286)
+    parser.add_argument("--database", type=float, default=5_435)
     # "both events/s" of one queue with three replicas (docs/scaling.md, 2026-12-01).
     parser.add_argument("--queue-grouped", type=float, default=87_000)
     parser.add_argument("--queue-single", type=float, default=1_100)
