@@ -45,6 +45,20 @@ def venv_script(name: str) -> str:
     return found
 
 
+def end_process(
+    process: "subprocess.Popen[bytes] | None", sig: signal.Signals, timeout: float
+) -> None:
+    """Send `sig` to `process` if it still runs and wait `timeout` s for it, then kill it."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class SecantusServer:
     """A SecantusDB server (MongoDB wire protocol, WiredTiger storage) in a child process."""
 
@@ -90,14 +104,7 @@ class SecantusServer:
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> None:
         """Stop the server with `sig` (SIGKILL simulates a crash) and wait for it."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_process(self.process, sig, timeout)
 
     def __enter__(self) -> "SecantusServer":
         """Start the server."""
@@ -156,13 +163,7 @@ class ServiceProcess:
         """Send `sig` and wait; return the exit code."""
         if self.process is None:
             return 0
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, sig, timeout)
         return self.process.returncode
 
     def __enter__(self) -> "ServiceProcess":
@@ -199,15 +200,9 @@ class RedisServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server and wait for it."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGCONT)  # in case a test froze it
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # in case a test froze it
+        end_process(self.process, signal.SIGTERM, timeout)
 
     def freeze(self) -> None:
         """Suspend the server (SIGSTOP): connections hang, as with a stuck Redis."""
