@@ -1,7 +1,6 @@
 """The whole pipeline as real processes: ingest and processor against real services."""
 
 import asyncio
-import inspect
 import time
 import uuid
 from collections import Counter
@@ -25,6 +24,7 @@ from activity_contract.topology import ACTIVITY_QUEUE
 from activity_testing.events import PostOutcome, event_payload
 from activity_testing.processes import TEST_REDIS_URL, ServiceProcess, free_port
 from activity_testing.rabbitmq import queue_depths
+from activity_testing.waiting import wait_until as wait_until_holds
 
 Document = dict[str, Any]
 WaitForCount = Callable[..., Awaitable[int]]
@@ -96,12 +96,11 @@ def wait_for_count(activities: AsyncCollection[Document]) -> WaitForCount:
     """Wait until the collection holds `expected` documents or `within` s pass; return the count."""
 
     async def wait(expected: int, within: float = 60.0) -> int:
-        deadline = time.monotonic() + within
-        count = await activities.count_documents({})
-        while count < expected and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            count = await activities.count_documents({})
-        return count
+        async def reached() -> bool:
+            return await activities.count_documents({}) >= expected
+
+        await wait_until_holds(reached, within)
+        return await activities.count_documents({})
 
     return wait
 
@@ -179,20 +178,7 @@ def retry_until_accepted(post_events: PostEvents) -> Callable[..., Awaitable[Pos
 @pytest.fixture
 def wait_until() -> WaitUntil:
     """Poll a condition (sync or async) every 0.2 s until it holds or `within` s pass."""
-
-    async def wait(condition: Callable[[], object], within: float = 60.0) -> bool:
-        deadline = time.monotonic() + within
-        while True:
-            result = condition()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.2)
-
-    return wait
+    return wait_until_holds
 
 
 @pytest.fixture

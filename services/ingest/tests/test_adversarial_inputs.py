@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 
 from activity_testing.events import event_payload
 from activity_testing.processes import free_port
+from activity_testing.waiting import wait_until
 from ingest.app import create_app
 from ingest.http.errors import install_error_handlers
 from ingest.http.request_guards import JsonBodyGuard
@@ -179,8 +180,8 @@ async def served_app_with_a_bug(
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, port=port, log_config=None, lifespan="off"))
     serving = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn has no start-up event to wait on
-        await asyncio.sleep(0.01)
+    # uvicorn has no start-up event to wait on: its flag is polled.
+    assert await wait_until(lambda: server.started, 10, interval=0.01), "uvicorn did not start"
     yield app, port
     server.should_exit = True
     await asyncio.wait_for(serving, 10)

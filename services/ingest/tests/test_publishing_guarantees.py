@@ -2,7 +2,6 @@
 the channel renewed after a publish RabbitMQ refused (basic.nack)."""
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from activity_contract.events import QUEUE_MESSAGE, ActivityGroupMessage, ActivityMessage
 from activity_contract.topology import ACTIVITY_QUEUE
 from activity_testing.rabbitmq import delete_queue, rabbitmqctl, vhost_of
+from activity_testing.waiting import wait_until
 from ingest.http.errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
@@ -133,14 +133,15 @@ async def test_nacked_publish_answers_503_and_the_next_channel_publishes(
     channel = await publisher.broker.config.channel_manager.get_channel()
     refused_on = await channel.get_underlay_channel()
 
-    deadline = time.monotonic() + 30
-    while await _published(publisher):  # until the policy applies: then nacked, a 503
-        assert time.monotonic() < deadline, "publishes never refused"
-    while await channel.get_underlay_channel() is refused_on:
-        assert time.monotonic() < deadline, "publishing channel not renewed after a nack"
-        await asyncio.sleep(0.05)
+    async def refused() -> bool:  # once the policy applies: nacked, a 503
+        return not await _published(publisher)
+
+    assert await wait_until(refused, 30, interval=0.05), "publishes never refused"
+
+    async def renewed() -> bool:
+        return await channel.get_underlay_channel() is not refused_on
+
+    assert await wait_until(renewed, 30, interval=0.05), "channel not renewed after a nack"
 
     await asyncio.to_thread(rabbitmqctl, "clear_policy", "-p", vhost, "full")
-    while not await _published(publisher):
-        assert time.monotonic() < deadline, "publishes still refused without the policy"
-        await asyncio.sleep(0.2)
+    assert await wait_until(lambda: _published(publisher), 30), "still refused without policy"

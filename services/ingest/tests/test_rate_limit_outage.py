@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from activity_testing.events import event_payload
 from activity_testing.processes import RedisServer
+from activity_testing.waiting import wait_until
 
 from .conftest import ClientFactory
 
@@ -68,11 +69,11 @@ async def test_outage_falls_back_to_memory_then_returns_to_redis(
         assert len([r for r in caplog.records if UNAVAILABLE in r.getMessage()]) == 1
 
         redis_server.start()
-        for _ in range(75):  # up to ~15 s
-            if await redis_check(http) == "up":
-                break
-            await asyncio.sleep(0.2)
-        assert await redis_check(http) == "up"
+
+        async def redis_up() -> bool:
+            return await redis_check(http) == "up"
+
+        assert await wait_until(redis_up, 15), "readiness never saw redis up again"
         # Back on the shared window (fresh: the restarted Redis kept nothing).
         counted = await fallbacks(http)
         response = await post(http)

@@ -14,6 +14,7 @@ from pymongo.errors import (
     PyMongoError,
 )
 
+from activity_testing.waiting import wait_until
 from processor.bulk_writer import BulkWriter, RetryPolicy, WriteOutcome
 
 FAST_RETRY = RetryPolicy(first_delay=0.01, max_delay=0.02, give_up_after=0.1)
@@ -189,7 +190,7 @@ async def test_drain_writes_what_is_pending() -> None:
     store = Store()
     writer = BulkWriter(store.insert_many, batch_size=100, max_wait=60)
     pending = asyncio.ensure_future(write(writer, "a"))
-    await asyncio.sleep(0)
+    assert await wait_until(lambda: writer._pending, 5, interval=0.001)  # queued, not written
     await asyncio.wait_for(writer.drain(), 5)
     assert await pending is WriteOutcome.STORED
 
@@ -223,7 +224,7 @@ async def test_shutdown_flushes_at_once_and_stops_retrying_soon() -> None:
     patient = RetryPolicy(first_delay=0.01, max_delay=0.02, give_up_after=60)
     writer = BulkWriter(store.insert_many, batch_size=100, max_wait=60, retry=patient)
     pending = asyncio.ensure_future(write(writer, "a"))
-    await asyncio.sleep(0.05)
+    assert await wait_until(lambda: writer._pending, 5, interval=0.001)
     assert store.calls == []  # waiting for its group to fill or time out
 
     started = time.monotonic()

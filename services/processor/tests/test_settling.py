@@ -1,8 +1,6 @@
 """Settling under failure, against the real RabbitMQ: bounded requeues on classic queues,
 the topology before the first delivery, and readiness that sees a stalled consumer."""
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +18,7 @@ from pymongo.errors import AutoReconnect
 from activity_contract.events import ActivityIn
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE, QueueType
 from activity_testing.events import event_payload
+from activity_testing.waiting import wait_until
 from processor import handlers
 from processor.app import build_broker, declare_topology, queue_objects
 from processor.bulk_writer import BulkWriter, RetryPolicy
@@ -141,15 +140,18 @@ async def test_readiness_reports_a_consumer_that_stopped_moving(mongo_server_url
 async def _wait_for_one(
     rabbit_url: str, queue_name: str, within: float
 ) -> aio_pika.abc.AbstractIncomingMessage:
-    deadline = time.monotonic() + within
+    received: list[aio_pika.abc.AbstractIncomingMessage] = []
     connection = await aio_pika.connect(rabbit_url)
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(queue_name, ensure=False)
-        while time.monotonic() < deadline:
+
+        async def arrived() -> bool:
             message = await queue.get(fail=False, timeout=5)
             if message is not None:
                 await message.ack()
-                return message
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"nothing reached {queue_name} within {within} s")
+                received.append(message)
+            return message is not None
+
+        assert await wait_until(arrived, within, interval=0.1), f"nothing reached {queue_name}"
+    return received[0]
