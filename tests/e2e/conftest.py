@@ -11,6 +11,7 @@ from collections.abc import (
     Collection,
     Coroutine,
     Iterator,
+    Mapping,
     Sequence,
 )
 from typing import Any
@@ -22,7 +23,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from activity_contract.topology import ACTIVITY_QUEUE
 from activity_testing.events import PostOutcome, event_payload
-from activity_testing.processes import TEST_REDIS_URL, ServiceProcess, free_port
+from activity_testing.processes import TEST_REDIS_URL, ServiceFactory, ServiceProcess, free_port
 from activity_testing.rabbitmq import queue_depths
 from activity_testing.waiting import wait_until as wait_until_holds
 
@@ -58,9 +59,20 @@ def stack_env(
 
 
 @pytest.fixture
-def ingest(stack_env: dict[str, str]) -> Iterator[ServiceProcess]:
+def ingest_with(stack_env: dict[str, str]) -> ServiceFactory:
+    """An ingest process, not started: this test's stack with `env` on top (keys, URLs)."""
+
+    def make(env: Mapping[str, str] | None = None, **options: Any) -> ServiceProcess:
+        merged = {**stack_env, **(env or {})}
+        return ServiceProcess("ingest", merged, int(merged["INGEST_PORT"]), **options)
+
+    return make
+
+
+@pytest.fixture
+def ingest(ingest_with: ServiceFactory) -> Iterator[ServiceProcess]:
     """The ingest service, started."""
-    with ServiceProcess("ingest", stack_env, int(stack_env["INGEST_PORT"])) as service:
+    with ingest_with() as service:
         yield service
 
 

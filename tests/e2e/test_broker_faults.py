@@ -14,7 +14,7 @@ import pytest
 
 from activity_contract.topology import ACTIVITY_QUEUE
 from activity_testing.events import event_payload
-from activity_testing.processes import ServiceProcess
+from activity_testing.processes import ServiceFactory, ServiceProcess
 from activity_testing.rabbitmq import (
     StallingProxy,
     close_vhost_connections,
@@ -138,7 +138,7 @@ async def _ready(client: httpx.AsyncClient) -> bool:
 
 
 async def test_unconfirmed_publish_answers_503_within_the_publish_timeout(
-    rabbit_url: str, stack_env: dict[str, str]
+    rabbit_url: str, ingest_with: ServiceFactory
 ) -> None:
     # Ingest talks to RabbitMQ through a proxy that can stall: a hung broker, no errors.
     broker = urlsplit(rabbit_url)
@@ -146,8 +146,7 @@ async def test_unconfirmed_publish_answers_503_within_the_publish_timeout(
     via_proxy = urlunsplit(
         broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}")
     )
-    env = {**stack_env, "RABBITMQ_URL": via_proxy, "PUBLISH_TIMEOUT_SECONDS": "1"}
-    ingest = ServiceProcess("ingest", env, int(env["INGEST_PORT"]))
+    ingest = ingest_with({"RABBITMQ_URL": via_proxy, "PUBLISH_TIMEOUT_SECONDS": "1"})
     await asyncio.to_thread(ingest.start)  # off the loop: the proxy runs on it
     try:
         async with httpx.AsyncClient(base_url=ingest.base_url, timeout=30) as http:

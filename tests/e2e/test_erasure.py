@@ -9,7 +9,7 @@ import pytest
 from pymongo.asynchronous.collection import AsyncCollection
 
 from activity_testing.events import event_payload
-from activity_testing.processes import ServiceProcess
+from activity_testing.processes import ServiceFactory, ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -19,15 +19,9 @@ ERASED, OTHER = "erase-me", "keep-me"
 
 
 @pytest.fixture
-def keyed_ingest(stack_env: dict[str, str]) -> Iterator[ServiceProcess]:
-    env = {
-        **stack_env,
-        "ADMIN_API_KEYS": ADMIN,
-        "READ_API_KEYS": READER,
-        "INGEST_API_KEYS": WRITER,
-        "LOG_LEVEL": "INFO",
-    }
-    with ServiceProcess("ingest", env, int(env["INGEST_PORT"])) as service:
+def keyed_ingest(ingest_with: ServiceFactory) -> Iterator[ServiceProcess]:
+    keys = {"ADMIN_API_KEYS": ADMIN, "READ_API_KEYS": READER, "INGEST_API_KEYS": WRITER}
+    with ingest_with({**keys, "LOG_LEVEL": "INFO"}) as service:
         yield service
 
 

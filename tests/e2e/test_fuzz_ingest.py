@@ -12,7 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from activity_testing.processes import ServiceProcess
+from activity_testing.processes import ServiceFactory, ServiceProcess
 from ingest.app import create_app
 from ingest.settings import IngestSettings
 
@@ -36,15 +36,10 @@ schema = schemathesis.openapi.from_dict(
 
 
 @pytest.fixture
-def secured_ingest(stack_env: dict[str, str]) -> Iterator[ServiceProcess]:
+def secured_ingest(ingest_with: ServiceFactory) -> Iterator[ServiceProcess]:
     """Ingest with API keys required on the write, read and erasure API."""
-    env = {
-        **stack_env,
-        "INGEST_API_KEYS": API_KEY,
-        "READ_API_KEYS": API_KEY,
-        "ADMIN_API_KEYS": API_KEY,
-    }
-    with ServiceProcess("ingest", env, int(env["INGEST_PORT"])) as service:
+    keys = ("INGEST_API_KEYS", "READ_API_KEYS", "ADMIN_API_KEYS")
+    with ingest_with(dict.fromkeys(keys, API_KEY)) as service:
         yield service
 
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from activity_testing.events import event_payload
-from activity_testing.processes import ServiceProcess
+from activity_testing.processes import ServiceFactory, ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -25,15 +25,12 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
 
 
 async def test_request_id_reaches_processor_logs_and_metrics_count_it(
-    stack_env: dict[str, str], tmp_path: Path, wait_for_count: Any
+    stack_env: dict[str, str], ingest_with: ServiceFactory, tmp_path: Path, wait_for_count: Any
 ) -> None:
     ingest_log, processor_log = tmp_path / "ingest.log", tmp_path / "processor.log"
     logging_env = {"LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG"}
-    ingest = ServiceProcess(
-        "ingest",
-        {**stack_env, **logging_env, "LOG_LEVEL": "INFO", "READ_API_KEYS": READ_KEY},
-        int(stack_env["INGEST_PORT"]),
-        stderr=ingest_log,
+    ingest = ingest_with(
+        {**logging_env, "LOG_LEVEL": "INFO", "READ_API_KEYS": READ_KEY}, stderr=ingest_log
     )
     processor = ServiceProcess(
         "processor",
@@ -100,15 +97,12 @@ async def test_request_id_reaches_processor_logs_and_metrics_count_it(
 
 
 async def test_ingest_workers_each_log_and_publish(
-    stack_env: dict[str, str], tmp_path: Path, processor: ServiceProcess, wait_for_count: Any
+    ingest_with: ServiceFactory, tmp_path: Path, processor: ServiceProcess, wait_for_count: Any
 ) -> None:
     """With INGEST_WORKERS=2 every worker sets up LOG_FORMAT itself and serves requests."""
     ingest_log = tmp_path / "ingest.log"
-    ingest = ServiceProcess(
-        "ingest",
-        {**stack_env, "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "INGEST_WORKERS": "2"},
-        int(stack_env["INGEST_PORT"]),
-        stderr=ingest_log,
+    ingest = ingest_with(
+        {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "INGEST_WORKERS": "2"}, stderr=ingest_log
     )
     processor.start()
     with ingest:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from activity_testing.events import event_payload
-from activity_testing.processes import ServiceProcess
+from activity_testing.processes import ServiceFactory, ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -14,12 +14,10 @@ READ_KEY = "e2e-read-key"
 
 
 async def test_a_user_id_with_a_slash_is_stored_and_read_back(
-    stack_env: dict[str, str], processor: ServiceProcess, wait_for_count: Any
+    ingest_with: ServiceFactory, processor: ServiceProcess, wait_for_count: Any
 ) -> None:
     """uvicorn decodes `%2F` into `/` before routing; the read route still finds the id."""
-    ingest = ServiceProcess(
-        "ingest", {**stack_env, "READ_API_KEYS": READ_KEY}, int(stack_env["INGEST_PORT"])
-    )
+    ingest = ingest_with({"READ_API_KEYS": READ_KEY})
     processor.start()
     with ingest:
         async with httpx.AsyncClient(base_url=ingest.base_url, timeout=30) as http:

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -173,6 +173,10 @@ class ServiceProcess:
     def __exit__(self, *_: object) -> None:
         """Stop the service."""
         self.stop()
+
+
+# A fixture's maker of service processes (`ingest_with` in tests/e2e/conftest.py).
+ServiceFactory = Callable[..., ServiceProcess]
 
 
 class RedisServer:
