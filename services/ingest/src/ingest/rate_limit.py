@@ -563,6 +563,8 @@ class ClientRateLimiter(RateLimiter):
     ) -> None:
         """Limit `scope` (its own budget per client) by `rule`."""
         self.scope = scope
+        # Where `RefusedClientGate` leaves a passed client's key in the ASGI scope.
+        self._gated_key = f"event_tracker.rate_limit_key.{scope}"
         self.rule = rule
         self.shared = shared
         self.local = LocalWindows(rule)
@@ -576,9 +578,13 @@ class ClientRateLimiter(RateLimiter):
 
     async def __call__(self, request: Request, response: Response) -> None:
         """Count the request against its client; 429 over the limit, headers otherwise."""
-        key = f"{self.scope}:{await self.identifier(request)}"
         now = time.monotonic()
-        verdict = self.refusals.verdict(key, now)
+        # `RefusedClientGate` found this client's key, and no refusal, a moment ago.
+        key: str | None = request.scope.get(self._gated_key)
+        verdict = None
+        if key is None:
+            key = await self.key(request)
+            verdict = self.refusals.verdict(key, now)
         if verdict is None:
             verdict = await self._count(key, now)
         if not verdict.allowed:
@@ -592,12 +598,18 @@ class ClientRateLimiter(RateLimiter):
 
         For `RefusedClientGate`, which answers such requests before FastAPI routes them.
         """
-        key = f"{self.scope}:{await self.identifier(connection)}"
+        key = await self.key(connection)
         now = time.monotonic()
         verdict = self.refusals.verdict(key, now)
-        if verdict is not None:
+        if verdict is None:
+            connection.scope[self._gated_key] = key  # the dependency counts under it
+        else:
             self._note_refusal(key, now)
         return verdict
+
+    async def key(self, connection: HTTPConnection) -> str:
+        """The client's key in this limiter's scope (`write:<client>`)."""
+        return f"{self.scope}:{await self.identifier(connection)}"
 
     def _note_refusal(self, key: str, now: float) -> None:
         self._refused.inc()
