@@ -16,8 +16,8 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None)
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, object]:
-    fields = record.__dict__
-    return {key: fields[key] for key in fields.keys() - _STANDARD_ATTRIBUTES}
+    # In the order they were given (a set difference would shuffle them per process).
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRIBUTES}
 
 
 class JsonFormatter(logging.Formatter):
