@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pymongo
 from pymongo import AsyncMongoClient, WriteConcern
 from pymongo.errors import PyMongoError
 
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 # Acknowledged once a majority has it in its journal, like the processor's writes.
 DURABLE_WRITES = WriteConcern(w="majority", j=True)
+# The whole erasure's deadline (the shared client's default is a read's 2 s).
+ERASURE_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,15 @@ class ActivityEraser:
         """
         erased_at = datetime.now(UTC)
         try:
-            await self._erasures.update_one(
-                {"_id": user_id}, {"$set": {"erased_at": erased_at}}, upsert=True
-            )
-            result = await self._activities.delete_many(
-                {"user_id": user_id, "received_at": {"$lt": erased_at}}
-            )
+            # Longer than a read's budget: a user with many events is a long delete, and a
+            # 503 leaves it partly done (a retry finishes it).
+            with pymongo.timeout(ERASURE_TIMEOUT_SECONDS):
+                await self._erasures.update_one(
+                    {"_id": user_id}, {"$set": {"erased_at": erased_at}}, upsert=True
+                )
+                result = await self._activities.delete_many(
+                    {"user_id": user_id, "received_at": {"$lt": erased_at}}
+                )
         except PyMongoError as error:
             logger.warning("erasure failed", extra={"error_type": type(error).__name__})
             raise DatabaseUnavailableError("The erasure could not be done right now.") from error

@@ -286,7 +286,7 @@ ERASURE_ERROR_RESPONSES = _responses(
     {
         401: "Missing or wrong admin key (`unauthorized`): only ADMIN_API_KEYS work here.",
         429: "Over the admin rate limit (`rate_limited`); see `Retry-After`.",
-        503: "MongoDB unreachable (`database_unavailable`); nothing was erased, retry.",
+        503: "MongoDB unreachable (`database_unavailable`); may be partly done: retry.",
     }
 )
 
