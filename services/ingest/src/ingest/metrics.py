@@ -34,7 +34,7 @@ class IngestMetrics:
         )
         self.rate_limited = Counter(
             f"{PREFIX}_rate_limited",
-            "Requests refused with 429, by scope (write, read).",
+            "Requests refused with 429, by scope (write, read, admin).",
             ["scope"],
             registry=registry,
         )
