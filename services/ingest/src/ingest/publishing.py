@@ -142,7 +142,7 @@ class ActivityPublisher:
             self._flush()
         elif not self._flush_scheduled and len(self._in_flight) < MAX_PUBLISHES_IN_FLIGHT:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         try:
             await waiter
         except PUBLISH_FAILURES as error:

@@ -123,7 +123,7 @@ class ActivityStore:
     def __init__(
         self, database: AsyncDatabase[dict[str, object]], metrics: "ProcessorMetrics"
     ) -> None:
-        """Write to `database` (bound with durable writes by `init_documents`)."""
+        """Write to `database` (bound with durable writes by `durable_database`)."""
         self._activities = database[ACTIVITIES_COLLECTION]
         self._erasures = database[ERASURES_COLLECTION]
         self._metrics = metrics

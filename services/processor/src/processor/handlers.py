@@ -161,7 +161,7 @@ class ActivityHandler:
                 continue
             writable.append(event)
             encoded.append(document)
-        outcomes = await self.writer.write_many(encoded) if encoded else []
+        outcomes = await self.writer.write_many(encoded)
         if WriteOutcome.RETRY_LATER in outcomes:
             await self.requeue(message, "database unavailable")
             return

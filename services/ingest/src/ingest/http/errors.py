@@ -1,4 +1,4 @@
-"""The SPEC §3.6 error envelope in one place: errors, their handlers, the 500 middleware."""
+"""The SPEC §3.6 error envelope in one place: errors, their handlers, the 500 response."""
 
 import logging
 from collections import defaultdict
