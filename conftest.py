@@ -77,3 +77,14 @@ async def mongo_database(mongo_server_url: str) -> AsyncIterator[str]:
 def secantus_storage(tmp_path: Path) -> Path:
     """A storage folder for a SecantusDB server a test starts and stops itself."""
     return tmp_path / "secantus"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many fault schedules each explorer ran, and in how long."""
+    from activity_testing.simulation import EXPLORATIONS
+
+    for run in EXPLORATIONS:
+        terminalreporter.write_line(
+            f"explorer {run.name}: {run.schedules} seeded fault schedules in "
+            f"{run.seconds:.1f} s ({run.virtual_seconds:,.0f} s of simulated time)"
+        )

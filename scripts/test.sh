@@ -8,4 +8,6 @@ read -r -a uv_cmd <<<"$(scripts/bootstrap.sh)"
 scripts/services.sh
 scripts/test_package.sh chromium "AsyncAPI page test"
 scripts/test_package.sh haproxy "cluster fault test"
+# Fault-schedule seeds replay identically only with the same string hashing.
+export PYTHONHASHSEED="${PYTHONHASHSEED:-0}"
 exec "${uv_cmd[@]}" run --frozen pytest "$@"

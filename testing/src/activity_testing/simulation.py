@@ -1,0 +1,181 @@
+"""Deterministic simulation for the fault-schedule explorers.
+
+Real asyncio code runs on an event loop whose clock is virtual: when nothing is ready the
+clock jumps to the next timer, so a 60 s retry budget costs no real time and every run
+of one seed takes the same path. A task that would wait forever (nothing ready, no timer)
+is a `Deadlock`. Every random choice comes from one `random.Random(seed)`; a failing seed
+is reported with the one command that replays it.
+"""
+
+import asyncio
+import os
+import random
+import selectors
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+# The virtual clock starts here, so datetimes derived from it look like real ones.
+SIMULATION_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+# Seeds replay identically only with the same string hashing (set iteration order).
+HASH_SEED = "0"
+
+
+class Deadlock(RuntimeError):
+    """Nothing is ready and no timer is set: some task waits for what never comes."""
+
+
+class _Keys(Mapping[Any, selectors.SelectorKey]):
+    def __init__(self, keys: dict[Any, selectors.SelectorKey]) -> None:
+        self._keys = keys
+
+    def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._keys[fileobj]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class _InstantSelector(selectors.BaseSelector):
+    """A selector that never waits: it moves the loop's clock by the timeout instead."""
+
+    def __init__(self, loop: "VirtualClockLoop") -> None:
+        self._loop = loop
+        self._keys: dict[Any, selectors.SelectorKey] = {}
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        key = selectors.SelectorKey(fileobj, fileobj, events, data)
+        self._keys[fileobj] = key
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._keys.pop(fileobj)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None:
+            raise Deadlock("nothing is ready and no timer is set: a task waits forever")
+        self._loop.advance(timeout)
+        return []
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return _Keys(self._keys)
+
+    def close(self) -> None:
+        self._keys.clear()
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop on virtual time: no real I/O, no real waiting."""
+
+    def __init__(self) -> None:
+        """Start the clock at zero."""
+        self._now = 0.0
+        super().__init__(selector=_InstantSelector(self))
+
+    def time(self) -> float:
+        """Virtual seconds since the simulation began."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward (never back)."""
+        self._now += max(seconds, 0.0)
+
+    def utcnow(self) -> datetime:
+        """The virtual clock as an aware UTC datetime."""
+        return SIMULATION_EPOCH + timedelta(seconds=self._now)
+
+
+def virtual_datetime(loop: VirtualClockLoop) -> type[datetime]:
+    """A `datetime` class whose `now()` reads the loop's virtual clock (patch it in)."""
+
+    class VirtualDatetime(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> "VirtualDatetime":
+            value = loop.utcnow()
+            value = value if tz is None else value.astimezone(tz)
+            return cls.fromtimestamp(value.timestamp(), tz)
+
+    return VirtualDatetime
+
+
+def run_simulated(main: Callable[[VirtualClockLoop], Awaitable[None]]) -> float:
+    """Run `main` on a fresh virtual-clock loop; return the virtual seconds it took."""
+    loop = VirtualClockLoop()
+    try:
+        loop.run_until_complete(main(loop))
+        return loop.time()
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+
+
+@dataclass
+class Trace:
+    """What one schedule did, step by step: printed when it fails."""
+
+    seed: int
+    steps: list[str] = field(default_factory=list)
+
+    def note(self, step: str) -> None:
+        """Record one step (a fault drawn, a message settled, an erasure)."""
+        self.steps.append(step)
+
+
+class ScheduleFailed(AssertionError):
+    """An invariant broke on one seed."""
+
+
+@dataclass
+class Exploration:
+    """What an explorer run covered."""
+
+    name: str
+    schedules: int
+    seconds: float
+    virtual_seconds: float
+
+
+# Printed at the end of the test session (conftest) so CI shows what was explored.
+EXPLORATIONS: list[Exploration] = []
+
+
+def explore(
+    name: str,
+    schedule: Callable[[random.Random, Trace], float],
+    replay: str,
+    default_schedules: int,
+) -> Exploration:
+    """Run `schedule` on many seeds; raise `ScheduleFailed` naming the first failing one.
+
+    `EXPLORE_SEED=n` runs seed n alone; `EXPLORE_SCHEDULES=n` sets how many seeds (from
+    `EXPLORE_FIRST_SEED`, default 0). `replay` is the command that replays a seed, with
+    `{seed}` in it.
+    """
+    if "EXPLORE_SEED" in os.environ:
+        seeds = range(int(os.environ["EXPLORE_SEED"]), int(os.environ["EXPLORE_SEED"]) + 1)
+    else:
+        first = int(os.environ.get("EXPLORE_FIRST_SEED", "0"))
+        seeds = range(first, first + int(os.environ.get("EXPLORE_SCHEDULES", default_schedules)))
+    started = time.perf_counter()
+    virtual = 0.0
+    for seed in seeds:
+        trace = Trace(seed)
+        try:
+            virtual += schedule(random.Random(seed), trace)
+        except (AssertionError, Deadlock, RecursionError) as failure:
+            steps = "\n  ".join(trace.steps[-60:])
+            command = replay.format(seed=seed)
+            raise ScheduleFailed(
+                f"{name}: seed {seed} broke an invariant: {type(failure).__name__}: {failure}\n"
+                f"last steps of the schedule:\n  {steps}\nreplay it alone: {command}"
+            ) from failure
+    result = Exploration(name, len(seeds), time.perf_counter() - started, virtual)
+    EXPLORATIONS.append(result)
+    return result
