@@ -8,6 +8,7 @@ import json
 import math
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -21,13 +22,18 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    InstanceOf,
     JsonValue,
     StringConstraints,
     Tag,
     TypeAdapter,
+    ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 MAX_USER_ID_LENGTH = 128
 MAX_EVENT_TYPE_LENGTH = 64
@@ -265,6 +271,39 @@ class ActivityMessage(BaseModel):
     )
 
 
+@dataclass(frozen=True)
+class UnreadableEvent:
+    """An event of a group that is not an `ActivityMessage`: kept as it came, with why.
+
+    Reading a group never fails for one bad event: the processor dead-letters this one
+    alone and stores the others.
+    """
+
+    raw: Any
+    error: str
+
+
+def _read_or_keep(value: Any, read: ValidatorFunctionWrapHandler) -> Any:
+    if isinstance(value, UnreadableEvent | ActivityMessage):
+        return value
+    try:
+        return read(value)
+    except ValidationError as error:
+        problems = [
+            f"{'.'.join(str(part) for part in problem['loc'][1:]) or 'event'}: {problem['msg']}"
+            for problem in error.errors(include_url=False, include_input=False)
+            if problem["loc"][:1] == ("ActivityMessage",)
+        ]
+        return UnreadableEvent(value, "; ".join(problems) or "not an event object")
+
+
+# One event of a group as read from the queue: an `ActivityMessage` (the contract, and
+# all the schema says), or an `UnreadableEvent` when it does not meet it.
+GroupEvent = Annotated[
+    ActivityMessage | SkipJsonSchema[InstanceOf[UnreadableEvent]], WrapValidator(_read_or_keep)
+]
+
+
 class ActivityGroupMessage(BaseModel):
     """Several events in one message (kind `activity_group`), each keeping its own identity.
 
@@ -275,7 +314,7 @@ class ActivityGroupMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     group_id: UUID = Field(description="The group's own id; also the AMQP `message_id`.")
-    events: list[ActivityMessage] = Field(min_length=1)
+    events: list[GroupEvent] = Field(min_length=1)
     schema_version: int = Field(
         default=SCHEMA_VERSION, description="Version of this message schema (1)."
     )

@@ -77,6 +77,8 @@ def load_settings(settings_class: type[SettingsT]) -> SettingsT:
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in issue['loc']).upper()}: {issue['msg']}"
+            if issue["loc"]
+            else issue["msg"]  # a rule across variables names them itself
             for issue in error.errors()
         )
         raise ConfigurationError(f"invalid configuration: {problems}") from None

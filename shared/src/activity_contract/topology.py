@@ -1,4 +1,4 @@
-"""Queue topology of SPEC §5: the activity queue and its dead-letter queue."""
+"""Queue topology: the activity queue, its dead-letter queue, and the largest message."""
 
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -6,13 +6,20 @@ from typing import Any
 
 ACTIVITY_QUEUE = "user_activities"
 DEAD_LETTER_QUEUE = "user_activities.dlq"
+# The largest message ingest publishes and the processor reads: a whole batch request (at
+# most 1 MiB of JSON, plus receipt fields per event) always fits in one. The processor
+# dead-letters a larger message unread, so what it holds is bounded by prefetch x this.
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 
 
 class QueueType(StrEnum):
-    """Durable RabbitMQ queue types the service supports."""
+    """Durable RabbitMQ queue types the service supports.
+
+    Quorum only: the service relies on the queue's own delivery limit and dead-lettering
+    (at-least-once) to settle what cannot be processed; classic queues have neither.
+    """
 
     QUORUM = "quorum"
-    CLASSIC = "classic"
 
 
 @dataclass(frozen=True)
@@ -27,20 +34,20 @@ def activity_queues(queue_type: QueueType, delivery_limit: int) -> tuple[QueueDe
     """Both queues, dead-letter queue first, with identical arguments on every declaration.
 
     Declaring is idempotent only while every declarer passes the same arguments, so both
-    services build them here.
+    services build them here. A message rejected without requeue, or returned more than
+    `delivery_limit` times, RabbitMQ moves to the dead-letter queue by itself, keeping it
+    until the dead-letter queue has confirmed it (at-least-once dead-lettering).
     """
     dead_letter = QueueDeclaration(DEAD_LETTER_QUEUE, {"x-queue-type": queue_type.value})
     arguments: dict[str, Any] = {
         "x-queue-type": queue_type.value,
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": DEAD_LETTER_QUEUE,
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-strategy": "at-least-once",
+        # at-least-once dead-lettering requires it: a full queue refuses new publishes.
+        "x-overflow": "reject-publish",
     }
-    if queue_type is QueueType.QUORUM:
-        # Classic queues have no delivery limit; quorum queues count every redelivery.
-        arguments["x-delivery-limit"] = delivery_limit
-        # Keep dead-lettered messages until the dead-letter queue confirms them.
-        arguments["x-dead-letter-strategy"] = "at-least-once"
-        arguments["x-overflow"] = "reject-publish"
     return dead_letter, QueueDeclaration(ACTIVITY_QUEUE, arguments)
 
 
@@ -64,16 +71,18 @@ PUBLISH_OPERATION = OperationDoc(
 CONSUME_OPERATION = OperationDoc(
     title="user_activities:consume",
     description="The processor stores each event in MongoDB (collection `activities`) and "
-    "acknowledges a message once all its events are durably written; an event that cannot "
-    "be stored goes alone to `user_activities.dlq`.",
+    "acknowledges a message once each of its events is durable: written with majority and "
+    "journal acknowledgement, or dead-lettered alone with its reason. A message nobody can "
+    "read (not JSON, not of this contract, an unknown `schema_version`, over 2 MiB) is "
+    "rejected at once and RabbitMQ dead-letters it; one that keeps failing for a transient "
+    "reason is requeued until the queue's delivery limit dead-letters it.",
 )
 DEAD_LETTER_OPERATION = OperationDoc(
     title="user_activities.dlq:publish",
-    description="What cannot be stored, kept for inspection and replay: a whole message as "
-    "it came (not JSON, not of this contract, an unknown `schema_version`, or past the "
-    "delivery limit) or one event of a group alone (`ActivityMessage`) that the database "
-    "refused. Headers: `x-dead-letter-reason` (`invalid`, `unknown_schema_version`, "
-    "`refused`, `delivery_limit`) and `x-dead-letter-error`. Messages past a quorum "
-    "queue's delivery limit arrive through RabbitMQ's own dead-lettering instead, with "
-    "its `x-death` header.",
+    description="What cannot be stored, kept for inspection and replay. Whole messages "
+    "arrive through RabbitMQ's own dead-lettering, as they came, with its `x-death` header "
+    "(reason `rejected`: unreadable; `delivery_limit`: failed too often). One event of a "
+    "group that cannot be stored while the rest of its group can is published here alone "
+    "(`ActivityMessage`) by the processor, with headers `x-dead-letter-reason` (`invalid`, "
+    "`unknown_schema_version`, `refused`) and `x-dead-letter-error`.",
 )

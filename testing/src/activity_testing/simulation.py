@@ -3,7 +3,7 @@
 Real asyncio code runs on an event loop whose clock is virtual: when nothing is ready the
 clock jumps to the next timer, so a 60 s retry budget costs no real time and every run
 of one seed takes the same path. A task that would wait forever (nothing ready, no timer)
-is a `Deadlock`. Every random choice comes from one `random.Random(seed)`; a failing seed
+is a `DeadlockError`. Every random choice comes from one `random.Random(seed)`; a failing seed
 is reported with the one command that replays it.
 """
 
@@ -23,7 +23,7 @@ SIMULATION_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 HASH_SEED = "0"
 
 
-class Deadlock(RuntimeError):
+class DeadlockError(RuntimeError):
     """Nothing is ready and no timer is set: some task waits for what never comes."""
 
 
@@ -58,7 +58,7 @@ class _InstantSelector(selectors.BaseSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is None:
-            raise Deadlock("nothing is ready and no timer is set: a task waits forever")
+            raise DeadlockError("nothing is ready and no timer is set: a task waits forever")
         self._loop.advance(timeout)
         return []
 
@@ -128,7 +128,7 @@ class Trace:
         self.steps.append(step)
 
 
-class ScheduleFailed(AssertionError):
+class ScheduleFailedError(AssertionError):
     """An invariant broke on one seed."""
 
 
@@ -152,7 +152,7 @@ def explore(
     replay: str,
     default_schedules: int,
 ) -> Exploration:
-    """Run `schedule` on many seeds; raise `ScheduleFailed` naming the first failing one.
+    """Run `schedule` on many seeds; raise `ScheduleFailedError` naming the first failing one.
 
     `EXPLORE_SEED=n` runs seed n alone; `EXPLORE_SCHEDULES=n` sets how many seeds (from
     `EXPLORE_FIRST_SEED`, default 0). `replay` is the command that replays a seed, with
@@ -168,11 +168,11 @@ def explore(
     for seed in seeds:
         trace = Trace(seed)
         try:
-            virtual += schedule(random.Random(seed), trace)
-        except (AssertionError, Deadlock, RecursionError) as failure:
+            virtual += schedule(random.Random(seed), trace)  # noqa: S311 - a reproducible seed
+        except (AssertionError, DeadlockError, RecursionError) as failure:
             steps = "\n  ".join(trace.steps[-60:])
             command = replay.format(seed=seed)
-            raise ScheduleFailed(
+            raise ScheduleFailedError(
                 f"{name}: seed {seed} broke an invariant: {type(failure).__name__}: {failure}\n"
                 f"last steps of the schedule:\n  {steps}\nreplay it alone: {command}"
             ) from failure

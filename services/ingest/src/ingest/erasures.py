@@ -1,8 +1,9 @@
-"""Erasing a user's activity (SPEC §3.3a, GDPR art. 17): record the erasure, then delete.
+"""Erasing a user's activity (GDPR art. 17): record the erasure, then delete.
 
-The erasure is recorded first, with its time, so that the processor drops every event of
-the user received before it that is still queued or in a batch (it checks the record
-after each bulk write); then the events already stored are deleted.
+The erasure is recorded first, with its time, so that the processor does not store an
+event the erasure covers (it checks the record before each bulk insert and after it),
+whenever that event arrives; then the events already stored are deleted. What an erasure
+covers is `activity_contract.erasure`.
 """
 
 import logging
@@ -13,6 +14,7 @@ import pymongo
 from pymongo import AsyncMongoClient, WriteConcern
 from pymongo.errors import PyMongoError
 
+from activity_contract.erasure import covered_query, erasure_time
 from activity_contract.storage import ACTIVITIES_COLLECTION, ERASURES_COLLECTION
 from ingest.http.errors import DatabaseUnavailableError
 
@@ -43,22 +45,20 @@ class ActivityEraser:
         self._erasures = db[ERASURES_COLLECTION]
 
     async def erase(self, user_id: str) -> Erasure:
-        """Erase `user_id`: events received until now are deleted and not stored later.
+        """Erase `user_id`: events received or timed until now are deleted, and not stored later.
 
-        Idempotent: a repeated erasure moves its time forward and deletes what arrived
-        in between (usually nothing).
+        Idempotent: a repeated erasure moves its time forward (never back, whatever the
+        clocks of several ingest instances say) and deletes what arrived in between.
         """
-        erased_at = datetime.now(UTC)
+        erased_at = erasure_time(datetime.now(UTC))
         try:
             # Longer than a read's budget: a user with many events is a long delete, and a
             # 503 leaves it partly done (a retry finishes it).
             with pymongo.timeout(ERASURE_TIMEOUT_SECONDS):
                 await self._erasures.update_one(
-                    {"_id": user_id}, {"$set": {"erased_at": erased_at}}, upsert=True
+                    {"_id": user_id}, {"$max": {"erased_at": erased_at}}, upsert=True
                 )
-                result = await self._activities.delete_many(
-                    {"user_id": user_id, "received_at": {"$lt": erased_at}}
-                )
+                result = await self._activities.delete_many(covered_query(user_id, erased_at))
         except PyMongoError as error:
             logger.warning("erasure failed", extra={"error_type": type(error).__name__})
             raise DatabaseUnavailableError("The erasure could not be done right now.") from error

@@ -1,6 +1,8 @@
 """The processor app factory: broker and subscriber, health and metrics routes, AsyncAPI."""
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from faststream.asgi import AsgiFastStream
@@ -10,6 +12,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.message import RabbitMessage
 from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
+from pymongo.asynchronous.database import AsyncDatabase
 
 from activity_contract.events import QueueMessage
 from activity_contract.process import freeze_startup_objects
@@ -21,7 +24,7 @@ from activity_contract.topology import (
     activity_queues,
 )
 from processor.asyncapi_page import asyncapi_page_route, load_renderer, renderer_routes
-from processor.bulk_writer import BulkWriter
+from processor.bulk_writer import BulkWriter, RetryPolicy
 from processor.documents import (
     ActivityStore,
     EncodedActivity,
@@ -29,7 +32,7 @@ from processor.documents import (
     init_documents,
     mongo_client,
 )
-from processor.handlers import HANDLER_CONTEXT_NAME, ActivityHandler, SettleUnhandled
+from processor.handlers import ActivityHandler, read_message
 from processor.health import health_routes, metrics_route
 from processor.metrics import ProcessorMetrics
 from processor.settings import ProcessorSettings
@@ -37,11 +40,15 @@ from processor.settings import ProcessorSettings
 if TYPE_CHECKING:
     from faststream.rabbit.schemas.queue import ClassicQueueArgs
 
-# In-flight handlers get this long to finish and ack at shutdown; the rest are redelivered.
-GRACEFUL_TIMEOUT_SECONDS = 20.0
-# At shutdown a failing database write is retried this long, then its message is requeued,
-# so in-flight handlers finish well within GRACEFUL_TIMEOUT_SECONDS.
-SHUTDOWN_RETRY_SECONDS = 10.0
+# At shutdown a failing database call is retried this long, then its message is requeued.
+SHUTDOWN_RETRY_SECONDS = 5.0
+# In-flight handlers get this long to finish and settle (FastStream waits for them); the
+# rest are redelivered once the connection closes.
+GRACEFUL_TIMEOUT_SECONDS = 15.0
+# Then groups still being written get this long before they are abandoned (requeued).
+DRAIN_SECONDS = 5.0
+# So a shutdown ends within this bound, below Compose's 30 s stop grace period.
+SHUTDOWN_BOUND_SECONDS = GRACEFUL_TIMEOUT_SECONDS + DRAIN_SECONDS + 5.0
 
 
 class LoopContext(Context):
@@ -59,7 +66,6 @@ class LoopContext(Context):
 
 
 CurrentMessage = Annotated[RabbitMessage, LoopContext("message")]
-ActivityHandlerDep = Annotated[ActivityHandler, LoopContext(HANDLER_CONTEXT_NAME)]
 
 
 def queue_objects(settings: ProcessorSettings) -> list[RabbitQueue]:
@@ -71,28 +77,29 @@ def queue_objects(settings: ProcessorSettings) -> list[RabbitQueue]:
 
 
 async def declare_topology(broker: RabbitBroker, settings: ProcessorSettings) -> None:
-    """Connect and declare both queues before the consumer starts.
+    """Connect and declare the dead-letter queue before the consumer starts.
 
-    A message dead-lettered by the very first delivery then finds its queue.
+    A message dead-lettered by the very first delivery then finds its queue. The activity
+    queue is declared by its subscriber, on the subscriber's own channel: FastStream keeps
+    a declared queue with the channel it was declared on, so declaring it here first made
+    the subscriber consume on the default channel, without its prefetch limit.
     """
     await broker.connect()
-    for queue in queue_objects(settings):
-        await broker.declare_queue(queue)
+    dead_letter_queue, _ = queue_objects(settings)
+    await broker.declare_queue(dead_letter_queue)
 
 
-def build_broker(
+def build_processor(
     settings: ProcessorSettings,
-    store: ActivityStore,
-    writer: BulkWriter[EncodedActivity],
+    database: AsyncDatabase[dict[str, object]],
     metrics: ProcessorMetrics,
-) -> RabbitBroker:
-    """The broker, its activity subscriber and the handler it uses (in FastStream's context)."""
+) -> tuple[RabbitBroker, ActivityHandler, BulkWriter[EncodedActivity]]:
+    """The broker with its activity subscriber, the handler it calls, and its writer."""
     dead_letter_queue, activity_queue = queue_objects(settings)
     broker = RabbitBroker(
         settings.rabbitmq_url,
         # Dead letters are published with confirms, and must reach their queue.
         default_channel=Channel(on_return_raises=True),
-        middlewares=[SettleUnhandled],
         graceful_timeout=GRACEFUL_TIMEOUT_SECONDS,
         reconnect_interval=BROKER_RECONNECT_SECONDS,
         # Our loggers propagate to the root handler, so FastStream's lines share LOG_FORMAT.
@@ -100,18 +107,37 @@ def build_broker(
         log_level=logging.DEBUG,
         description="RabbitMQ carrying user activity events from ingest to processor.",
     )
+    store = ActivityStore(database)
+    writer = BulkWriter(
+        store,
+        batch_size=settings.processor_batch_size,
+        max_wait=settings.processor_batch_wait_ms / 1000,
+        retry=RetryPolicy(give_up_after=settings.processor_write_retry_seconds),
+        metrics=metrics,
+    )
+    dead_letters = broker.publisher(
+        dead_letter_queue,
+        persist=True,
+        title=DEAD_LETTER_OPERATION.title,
+        description=DEAD_LETTER_OPERATION.description,
+    )
+    handler = ActivityHandler(writer, store, dead_letters, metrics, settings.processor_prefetch)
 
+    async def decode(message: RabbitMessage) -> Any:
+        return read_message(message, metrics)
+
+    # REJECT_ON_ERROR: returned = acked; unreadable = rejected, which RabbitMQ dead-letters;
+    # the handler requeues (RejectMessage(requeue=True)) what may succeed later.
     @broker.subscriber(
         activity_queue,
-        ack_policy=AckPolicy.MANUAL,
+        ack_policy=AckPolicy.REJECT_ON_ERROR,
+        decoder=decode,
         channel=Channel(prefetch_count=settings.processor_prefetch),
         title=CONSUME_OPERATION.title,
         description=CONSUME_OPERATION.description,
     )
-    async def store_activities(
-        body: QueueMessage, message: CurrentMessage, handler: ActivityHandlerDep
-    ) -> None:
-        """Store every event of the message; acknowledge it once they are durably written."""
+    async def store_activities(body: QueueMessage, message: CurrentMessage) -> None:
+        """Store every event of the message; acknowledge it once each one is durable."""
         await handler.handle(body, message)
 
     # Documents the producing side of the channel; ingest publishes with the same contract.
@@ -122,36 +148,25 @@ def build_broker(
         description=PUBLISH_OPERATION.description,
         schema=QueueMessage,
     )
-    dead_letters = broker.publisher(
-        dead_letter_queue,
-        persist=True,
-        title=DEAD_LETTER_OPERATION.title,
-        description=DEAD_LETTER_OPERATION.description,
-    )
-    broker.context.set_global(
-        HANDLER_CONTEXT_NAME,
-        ActivityHandler(
-            writer,
-            store,
-            dead_letters,
-            metrics,
-            settings.queue_type,
-            settings.queue_delivery_limit,
-        ),
-    )
-    return broker
+    return broker, handler, writer
 
 
-def bulk_writer(
-    settings: ProcessorSettings, store: ActivityStore, metrics: ProcessorMetrics
-) -> BulkWriter[EncodedActivity]:
-    """A writer grouping inserts by PROCESSOR_BATCH_SIZE and PROCESSOR_BATCH_WAIT_MS."""
-    return BulkWriter(
-        store.insert_many,
-        batch_size=settings.processor_batch_size,
-        max_wait=settings.processor_batch_wait_ms / 1000,
-        metrics=metrics,
-    )
+def shutdown_hooks(
+    writer: BulkWriter[EncodedActivity],
+) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    """What runs before the broker stops (stop retrying soon) and after (bounded drain)."""
+
+    async def stop_retrying_soon() -> None:
+        writer.begin_shutdown(retry_for=SHUTDOWN_RETRY_SECONDS)
+
+    async def drain() -> None:
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await writer.drain()
+        except TimeoutError:
+            logging.getLogger(__name__).warning("groups still unwritten at shutdown: requeued")
+
+    return stop_retrying_soon, drain
 
 
 def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
@@ -164,21 +179,18 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         )
     client = mongo_client(settings.mongodb_url)
     metrics = ProcessorMetrics(CollectorRegistry())
-    store = ActivityStore(durable_database(client, settings.mongodb_database), metrics)
-    writer = bulk_writer(settings, store, metrics)
-    broker = build_broker(settings, store, writer, metrics)
-    handler: ActivityHandler = broker.context.get(HANDLER_CONTEXT_NAME)
+    broker, handler, writer = build_processor(
+        settings, durable_database(client, settings.mongodb_database), metrics
+    )
     renderer = load_renderer()
+    stop_retrying_soon, drain = shutdown_hooks(writer)
 
     async def connect_and_declare() -> None:
         await init_documents(client, settings.mongodb_database, settings.retention_days)
         await declare_topology(broker, settings)
 
-    async def stop_retrying_soon() -> None:
-        writer.begin_shutdown(retry_for=SHUTDOWN_RETRY_SECONDS)
-
     async def close() -> None:
-        await writer.drain()
+        await drain()
         await client.close()
 
     return AsgiFastStream(

@@ -1,9 +1,12 @@
 """Group documents into unordered bulk inserts by size and time; report each one's fate.
 
-A caller awaits `write_many(documents)` and settles its message only after the outcomes,
-which are known only once each document's group was written with a durable write
-concern. Every outcome resolves, whatever is raised: a write never leaves a caller
-waiting.
+A caller awaits `write_many(documents)` and settles its message only after the outcomes.
+A document is STORED only once a write of it was acknowledged by a majority with its
+journal (a write-concern error leaves it unconfirmed, written again until confirmed or
+given up); before each insert and after the last one, the store says which documents an
+erasure covers, and those are deleted instead. Every outcome resolves, whatever is
+raised: a write never leaves a caller waiting, and each call to the database is bounded
+in time, so a shutdown is too.
 """
 
 import asyncio
@@ -12,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pymongo.errors import BulkWriteError, PyMongoError
 
@@ -30,7 +33,21 @@ TRANSIENT_CODES = frozenset(
 )
 
 DocumentT = TypeVar("DocumentT")
-InsertMany = Callable[[Sequence[DocumentT]], Awaitable[Any]]
+DocumentT_contra = TypeVar("DocumentT_contra", contravariant=True)
+StepResult = TypeVar("StepResult")
+
+
+class GroupStore(Protocol[DocumentT_contra]):
+    """Where groups are written: an unordered durable insert, and the erasure checks."""
+
+    async def insert_many(self, documents: Sequence[DocumentT_contra]) -> None:
+        """Insert unordered and durably; `BulkWriteError` for per-document results."""
+
+    async def covered(self, documents: Sequence[DocumentT_contra]) -> list[int]:
+        """The indexes of the documents an erasure covers."""
+
+    async def delete(self, documents: Sequence[DocumentT_contra]) -> int:
+        """Delete these documents durably; how many were stored."""
 
 
 class WriteOutcome(Enum):
@@ -38,6 +55,7 @@ class WriteOutcome(Enum):
 
     STORED = "stored"
     DUPLICATE = "duplicate"  # already stored: success for an idempotent write
+    ERASED = "erased"  # an erasure covers it: not stored (or deleted again)
     REJECTED = "rejected"  # the database refuses this document: dead-letter it alone
     RETRY_LATER = "retry_later"  # the database stayed unavailable: requeue the message
 
@@ -49,6 +67,12 @@ class RetryPolicy:
     first_delay: float = 0.1
     max_delay: float = 5.0
     give_up_after: float = 60.0
+    # Each call to the database (insert, check, delete) is abandoned after this long.
+    attempt_timeout: float = 5.0
+
+
+class _UnavailableError(Exception):
+    """One call to the database failed in a way a later attempt may not."""
 
 
 @dataclass
@@ -74,25 +98,26 @@ class _Pending(Generic[DocumentT]):
 
 
 class BulkWriter(Generic[DocumentT]):
-    """Collects documents and inserts them in groups of up to `batch_size` or `max_wait`.
+    """Collects documents and writes them in groups of up to `batch_size` or `max_wait`.
 
     Failures are told apart: a per-document write error (other than a duplicate or a
-    transient code) rejects that document only; any other database error is an outage,
-    retried with backoff for `give_up_after` seconds; an error that is not the database's
-    (a document the driver cannot encode, a bug) is narrowed down by writing the group in
-    halves, so only the document that causes it is rejected.
+    transient code) rejects that document only; any other database error, a write-concern
+    error or a call over `attempt_timeout` is an outage, retried with backoff for
+    `give_up_after` seconds; an error that is not the database's (a document the driver
+    cannot encode, a bug) is narrowed down by writing the group in halves, so only the
+    document that causes it is rejected.
     """
 
     def __init__(
         self,
-        insert_many: InsertMany[DocumentT],
+        store: GroupStore[DocumentT],
         batch_size: int,
         max_wait: float,
         retry: RetryPolicy | None = None,
         metrics: ProcessorMetrics | None = None,
     ) -> None:
-        """Write through `insert_many`, which must insert unordered and durably."""
-        self._insert_many = insert_many
+        """Write through `store`."""
+        self._store = store
         self._metrics = metrics
         self._batch_size = batch_size
         self._max_wait = max_wait
@@ -102,8 +127,18 @@ class BulkWriter(Generic[DocumentT]):
         self._groups: set[asyncio.Task[None]] = set()
         self._give_up_at: float | None = None  # loop time after which retries stop
 
-    async def write_many(self, documents: Sequence[DocumentT]) -> list[WriteOutcome]:
-        """Queue documents and wait until each one's group was written (or gave up)."""
+    @property
+    def shutdown_bound(self) -> float:
+        """How long a group can still take once `begin_shutdown(0)` was called."""
+        return self._retry.attempt_timeout * 3 + self._retry.max_delay
+
+    async def write_many(
+        self, documents: Sequence[DocumentT], flush: bool = False
+    ) -> list[WriteOutcome]:
+        """Queue documents and wait until each one's group was written (or gave up).
+
+        `flush`: write the pending group now (the caller knows no more will come soon).
+        """
         if not documents:
             return []
         loop = asyncio.get_running_loop()
@@ -112,7 +147,7 @@ class BulkWriter(Generic[DocumentT]):
             [WriteOutcome.RETRY_LATER] * len(documents), len(documents), loop.create_future()
         )
         self._pending.extend(_Pending(document, call, i) for i, document in enumerate(documents))
-        if len(self._pending) >= self._batch_size:
+        if flush or len(self._pending) >= self._batch_size:
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(self._max_wait, self._flush)
@@ -146,31 +181,87 @@ class BulkWriter(Generic[DocumentT]):
             task.add_done_callback(self._groups.discard)
 
     async def _write_group(self, group: list[_Pending[DocumentT]]) -> None:
+        outcomes = [WriteOutcome.RETRY_LATER] * len(group)
         try:
-            outcomes = await self._insert_with_retries([entry.document for entry in group])
-        except BaseException:
-            # Cancelled, or a bug in this module: the messages go back to the queue.
-            _resolve(group, [WriteOutcome.RETRY_LATER] * len(group))
-            raise
-        _resolve(group, outcomes)
+            await self._write([entry.document for entry in group], outcomes)
+        finally:
+            # Cancelled, or a bug in this module: what is not decided goes back to the queue.
+            _resolve(group, outcomes)
 
-    async def _insert_with_retries(self, documents: list[DocumentT]) -> list[WriteOutcome]:
-        outcomes = [WriteOutcome.RETRY_LATER] * len(documents)
-        todo = list(range(len(documents)))  # indexes still to write
+    async def _write(self, documents: list[DocumentT], outcomes: list[WriteOutcome]) -> None:
+        """Check erasures, insert until confirmed, check erasures again; set outcomes."""
+        give_up_at = asyncio.get_running_loop().time() + self._retry.give_up_after
+        todo = list(range(len(documents)))
+        unconfirmed: set[int] = set()  # written by an attempt whose durability is unknown
+
+        async def insert_step() -> bool:
+            nonlocal todo
+            todo = await self._drop_covered(documents, outcomes, todo)
+            if todo:
+                todo = await self._insert_once(documents, outcomes, todo, unconfirmed)
+            return not todo
+
+        if not await self._retrying(insert_step, give_up_at):
+            logger.error("database unavailable, requeueing", extra={"documents": len(todo)})
+            return
+        # An erasure may have come while the insert was under way: check once more. Until
+        # that check is done the messages are not acknowledged.
+        written = [i for i, o in enumerate(outcomes) if o in _WRITTEN]
+
+        async def recheck_step() -> bool:
+            nonlocal written
+            written = await self._drop_covered(documents, outcomes, written)
+            return True
+
+        if not await self._retrying(recheck_step, give_up_at):
+            logger.error("erasure check unavailable, requeueing", extra={"documents": len(written)})
+            for index in written:
+                outcomes[index] = WriteOutcome.RETRY_LATER
+
+    async def _retrying(self, step: Callable[[], Awaitable[bool]], give_up_at: float) -> bool:
+        """Run `step` until it is done, backing off on outages; False once given up."""
         loop = asyncio.get_running_loop()
-        # Wall time, not the sum of sleeps: each failed attempt itself can take seconds.
-        give_up_at = loop.time() + self._retry.give_up_after
         delay = self._retry.first_delay
-        while todo:
-            todo = await self._insert_once(documents, outcomes, todo)
-            if not todo:
-                break
+        while True:
+            try:
+                if await step():
+                    return True
+            except _UnavailableError as error:
+                if self._metrics is not None:
+                    self._metrics.bulk_write_failures.inc()
+                logger.warning("database call failed, will retry", extra={"error": str(error)})
             if loop.time() >= give_up_at or self._shutting_down_past_deadline():
-                logger.error("database unavailable, requeueing", extra={"documents": len(todo)})
-                break
+                return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._retry.max_delay)
-        return outcomes
+
+    async def _call(self, call: Awaitable[StepResult]) -> StepResult:
+        """One bounded call to the database; an outage becomes `_UnavailableError`."""
+        try:
+            async with asyncio.timeout(self._retry.attempt_timeout):
+                return await call
+        except TimeoutError:
+            raise _UnavailableError(f"no answer within {self._retry.attempt_timeout} s") from None
+        except BulkWriteError:
+            raise
+        except PyMongoError as error:  # connection, election, disk, credentials, write concern
+            raise _UnavailableError(type(error).__name__) from None
+
+    async def _drop_covered(
+        self, documents: list[DocumentT], outcomes: list[WriteOutcome], indexes: list[int]
+    ) -> list[int]:
+        """Delete (or never write) the documents an erasure covers; return the others."""
+        if not indexes:
+            return indexes
+        covered = await self._call(self._store.covered([documents[i] for i in indexes]))
+        if not covered:
+            return indexes
+        doomed = [indexes[k] for k in covered]
+        await self._call(self._store.delete([documents[i] for i in doomed]))
+        for index in doomed:
+            outcomes[index] = WriteOutcome.ERASED
+        logger.info("events covered by an erasure not stored", extra={"events": len(doomed)})
+        return [index for index in indexes if outcomes[index] is not WriteOutcome.ERASED]
 
     def _shutting_down_past_deadline(self) -> bool:
         return (
@@ -178,24 +269,22 @@ class BulkWriter(Generic[DocumentT]):
         )
 
     async def _insert_once(
-        self, documents: list[DocumentT], outcomes: list[WriteOutcome], indexes: list[int]
+        self,
+        documents: list[DocumentT],
+        outcomes: list[WriteOutcome],
+        indexes: list[int],
+        unconfirmed: set[int],
     ) -> list[int]:
         """Insert the documents at `indexes`; set their outcomes; return the indexes to retry."""
         started = time.perf_counter()
         try:
-            await self._insert_many([documents[i] for i in indexes])
+            await self._call(self._store.insert_many([documents[i] for i in indexes]))
         except BulkWriteError as error:
             self._observe(len(indexes), started)
-            return _sort_write_errors(error, outcomes, indexes)
-        except PyMongoError as error:  # an outage: connection, election, disk, credentials
+            return _sort_write_errors(error, outcomes, indexes, unconfirmed)
+        except _UnavailableError:
             self._observe(len(indexes), started)
-            if self._metrics is not None:
-                self._metrics.bulk_write_failures.inc()
-            logger.warning(
-                "bulk insert failed, will retry",
-                extra={"documents": len(indexes), "error_type": type(error).__name__},
-            )
-            return indexes
+            raise
         except Exception as error:  # not the database's: find the document that causes it
             self._observe(len(indexes), started)
             if len(indexes) == 1:
@@ -206,8 +295,10 @@ class BulkWriter(Generic[DocumentT]):
                 outcomes[indexes[0]] = WriteOutcome.REJECTED
                 return []
             middle = len(indexes) // 2
-            retry = await self._insert_once(documents, outcomes, indexes[:middle])
-            return retry + await self._insert_once(documents, outcomes, indexes[middle:])
+            retry = await self._insert_once(documents, outcomes, indexes[:middle], unconfirmed)
+            return retry + await self._insert_once(
+                documents, outcomes, indexes[middle:], unconfirmed
+            )
         self._observe(len(indexes), started)
         for index in indexes:
             outcomes[index] = WriteOutcome.STORED
@@ -224,26 +315,40 @@ class BulkWriter(Generic[DocumentT]):
             self._metrics.bulk_write_duration.observe(duration)
 
 
+_WRITTEN = (WriteOutcome.STORED, WriteOutcome.DUPLICATE)
+
+
 def _sort_write_errors(
-    error: BulkWriteError, outcomes: list[WriteOutcome], indexes: list[int]
+    error: BulkWriteError,
+    outcomes: list[WriteOutcome],
+    indexes: list[int],
+    unconfirmed: set[int],
 ) -> list[int]:
+    """Set the outcomes a bulk result decides; return the indexes to write again.
+
+    With a write-concern error nothing in the answer is known to be durable: documents
+    written (or found already there) are written again until an answer confirms them; a
+    confirmed duplicate of one this writer wrote earlier is that write, confirmed.
+    """
     failed: dict[int, int] = {
         indexes[item["index"]]: item["code"] for item in error.details.get("writeErrors", [])
     }
+    unconfirmed_now = bool(error.details.get("writeConcernErrors"))
     retry = []
     for index in indexes:
         code = failed.get(index)
-        if code is None:
-            outcomes[index] = WriteOutcome.STORED
-        elif code == DUPLICATE_KEY:
-            outcomes[index] = WriteOutcome.DUPLICATE
+        if code is None or code == DUPLICATE_KEY:
+            if unconfirmed_now:
+                unconfirmed.add(index)
+                retry.append(index)
+            elif code is None or index in unconfirmed:
+                outcomes[index] = WriteOutcome.STORED
+            else:
+                outcomes[index] = WriteOutcome.DUPLICATE
         elif code in TRANSIENT_CODES:
             retry.append(index)
         else:
             outcomes[index] = WriteOutcome.REJECTED
-    if error.details.get("writeConcernErrors"):
-        # Written but not confirmed durable: write again; a repeat is a duplicate.
-        return indexes
     return retry
 
 

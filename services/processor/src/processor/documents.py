@@ -1,10 +1,10 @@
-"""The stored event: one Beanie document per event in collection `activities` (SPEC §7)."""
+"""The stored event: one Beanie document per event in collection `activities`."""
 
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from beanie import Document, init_beanie
@@ -16,8 +16,10 @@ from pydantic import Field
 from pymongo import AsyncMongoClient, IndexModel, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, OperationFailure
+from pymongo.errors import OperationFailure
+from pymongo.read_concern import ReadConcern
 
+from activity_contract.erasure import erased_before
 from activity_contract.events import ActivityMessage, StoredActivity
 from activity_contract.storage import (
     ACTIVITIES_COLLECTION,
@@ -31,11 +33,8 @@ from activity_contract.storage import (
     USER_TIMELINE_KEYS,
 )
 
-if TYPE_CHECKING:
-    from processor.metrics import ProcessorMetrics
-
 logger = logging.getLogger(__name__)
-# An insert is acknowledged only once a majority has it in its journal (SPEC §6).
+# An insert is acknowledged only once a majority has it in its journal.
 DURABLE_WRITES = WriteConcern(w="majority", j=True)
 # Bound every wait on an unreachable server (pymongo's default server selection is 30 s) so a
 # database outage surfaces as a transient error the bulk writer retries with backoff.
@@ -97,6 +96,7 @@ class EncodedActivity:
     event_id: UUID
     user_id: str
     received_at: datetime
+    timestamp: datetime
 
     @classmethod
     def of(
@@ -109,33 +109,52 @@ class EncodedActivity:
         """
         document = Activity.stored_form(event, processed_at, redelivered)
         raw = RawBSONDocument(encode(document, codec_options=CODEC_OPTIONS))
-        return cls(raw, event.event_id, event.user_id, event.received_at)
+        return cls(raw, event.event_id, event.user_id, event.received_at, event.timestamp)
 
 
 class ActivityStore:
-    """Writes activities durably and keeps erased users erased (SPEC §3.3a).
+    """Writes activities durably, and tells which ones an erasure covers.
 
-    After each bulk insert it reads the erasure records of the users it wrote and deletes
-    their events received before the erasure. Whichever comes first, the erasure's own
-    delete or this check, the event does not stay stored.
+    An erasure of a user covers the events it received before the erasure and those whose
+    (corrected) timestamp precedes it, whenever they arrive. The bulk writer asks before
+    each insert (covered events are not written) and after it (an erasure may have come in
+    between); whichever comes first, the erasure's own delete or these checks, a covered
+    event does not stay stored.
     """
 
-    def __init__(
-        self, database: AsyncDatabase[dict[str, object]], metrics: "ProcessorMetrics"
-    ) -> None:
+    def __init__(self, database: AsyncDatabase[dict[str, object]]) -> None:
         """Write to `database` (bound with durable writes by `durable_database`)."""
         self._activities = database[ACTIVITIES_COLLECTION]
-        self._erasures = database[ERASURES_COLLECTION]
-        self._metrics = metrics
+        # Only an erasure a majority has decides: one that could still be rolled back must
+        # neither keep an event out nor delete it.
+        self._erasures = database.get_collection(
+            ERASURES_COLLECTION, read_concern=ReadConcern("majority")
+        )
 
     async def insert_many(self, documents: Sequence[EncodedActivity]) -> None:
-        """Insert unordered, then drop what erasures cover; BulkWriteError passes through."""
-        try:
-            await self._activities.insert_many([d.bson for d in documents], ordered=False)
-        except BulkWriteError:
-            await self._drop_erased(documents)  # some were written: check them too
-            raise
-        await self._drop_erased(documents)
+        """Insert unordered; `BulkWriteError` reports duplicates and refused documents."""
+        await self._activities.insert_many([d.bson for d in documents], ordered=False)
+
+    async def covered(self, documents: Sequence[EncodedActivity]) -> list[int]:
+        """The indexes of the documents an erasure covers."""
+        users = sorted({document.user_id for document in documents})
+        erased_at: dict[object, datetime] = {
+            record["_id"]: record["erased_at"]  # type: ignore[misc]
+            async for record in self._erasures.find({"_id": {"$in": users}})
+        }
+        return [
+            index
+            for index, document in enumerate(documents)
+            if document.user_id in erased_at
+            and erased_before(document.received_at, document.timestamp, erased_at[document.user_id])
+        ]
+
+    async def delete(self, documents: Sequence[EncodedActivity]) -> int:
+        """Delete these documents (an erasure covers them); how many were stored."""
+        result = await self._activities.delete_many(
+            {"_id": {"$in": [document.event_id for document in documents]}}
+        )
+        return result.deleted_count
 
     async def stored(self, event_ids: Sequence[UUID]) -> dict[UUID, dict[str, Any]]:
         """The stored documents of these event ids, by id."""
@@ -143,26 +162,6 @@ class ActivityStore:
             document["_id"]: document  # type: ignore[misc]
             async for document in self._activities.find({"_id": {"$in": list(event_ids)}})
         }
-
-    async def _drop_erased(self, documents: Sequence[EncodedActivity]) -> None:
-        users = list({document.user_id for document in documents})
-        erased_at: dict[object, datetime] = {
-            record["_id"]: record["erased_at"]  # type: ignore[misc]
-            async for record in self._erasures.find({"_id": {"$in": users}})
-        }
-        if not erased_at:
-            return
-        erased = [
-            document.event_id
-            for document in documents
-            if document.user_id in erased_at and document.received_at < erased_at[document.user_id]
-        ]
-        if erased:
-            result = await self._activities.delete_many(
-                {"_id": {"$in": erased}, "user_id": {"$in": list(erased_at)}}
-            )
-            self._metrics.erased.inc(result.deleted_count)
-            logger.info("erased events dropped", extra={"events": result.deleted_count})
 
 
 def mongo_client(url: str) -> AsyncMongoClient[dict[str, object]]:
