@@ -1,4 +1,4 @@
-"""RabbitMQ faults: unroutable messages and dropped connections (SPEC §4, §6).
+"""RabbitMQ faults: unroutable messages and dropped connections (design §4, §6).
 
 Connections are dropped only in this test's own virtual host; the shared node is never
 stopped or restarted.

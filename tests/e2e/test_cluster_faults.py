@@ -1,4 +1,4 @@
-"""RabbitMQ's own cluster under node crashes (SPEC §10): three nodes behind HAProxy.
+"""RabbitMQ's own cluster under node crashes (design §10): three nodes behind HAProxy.
 
 Three nodes of this machine's RabbitMQ install run as child processes, each with its own
 node name, AMQP and distribution ports, data and log folders, and an Erlang cookie of this

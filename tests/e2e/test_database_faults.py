@@ -1,4 +1,4 @@
-"""Database outage under load: nothing acknowledged is lost, nothing is stored twice (SPEC §6).
+"""Database outage under load: nothing acknowledged is lost, nothing is stored twice (design §6).
 
 The test runs its own SecantusDB server (with `--sync-on-commit`, as durability needs) and
 stops it; the session's shared server is never touched.

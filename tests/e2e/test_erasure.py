@@ -1,8 +1,10 @@
-"""Erasure (SPEC §3.3a): stored events deleted, queued ones never stored, later ones kept."""
+"""Erasure (design §3.3a): stored events deleted, queued ones never stored, later ones kept."""
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -95,6 +97,44 @@ async def test_erasure_deletes_stored_events_and_queued_ones_are_never_stored(
     assert "event_tracker_ingest_erased_events_total 5.0" in ingest_metrics
     processor_metrics = (await http.get(f"{processor.base_url}/metrics")).text
     assert "event_tracker_processor_events_erased_total 7.0" in processor_metrics
+
+
+async def test_a_late_retry_timed_before_the_erasure_is_never_stored(
+    http: httpx.AsyncClient,
+    processor: ServiceProcess,
+    activities: AsyncCollection[Document],
+    wait_until: Any,
+) -> None:
+    """A client retrying late cannot bring erased data back; what happened after is kept."""
+    processor.start()
+    before = datetime.now(UTC) - timedelta(minutes=10)
+    assert (await erase(http)).status_code == 200
+    late = event_payload(user_id=ERASED, timestamp=before.isoformat(), event_id=str(uuid4()))
+    after = event_payload(user_id=ERASED, event_id=str(uuid4()))
+    for body in (late, after):
+        answer = await http.post(
+            "/api/v1/activities", json=body, headers={"Authorization": f"Bearer {WRITER}"}
+        )
+        assert answer.status_code == 202, answer.text
+    assert await wait_until(lambda: _equals(stored_for(activities, ERASED), 1), within=60)
+    stored = [str(d["_id"]) async for d in activities.find({"user_id": ERASED})]
+    assert stored == [after["event_id"]]
+    processor_metrics = (await http.get(f"{processor.base_url}/metrics")).text
+    assert "event_tracker_processor_events_erased_total 1.0" in processor_metrics
+
+
+@pytest.mark.parametrize("user_id", ["%20", "%00", "a%0Ab", "%1B%5B31mred", "x" * 129])
+async def test_erasure_refuses_ids_no_write_would_accept(
+    http: httpx.AsyncClient, activities: AsyncCollection[Document], user_id: str
+) -> None:
+    refused = await http.delete(
+        f"/api/v1/users/{user_id}/activities", headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"] == "validation_error"
+    assert refused.json()["details"][0]["loc"] == ["path", "user_id"]
+    erasures = activities.database["erasures"]
+    assert await erasures.count_documents({}) == 0
 
 
 async def test_only_admin_keys_erase(http: httpx.AsyncClient) -> None:

@@ -1,4 +1,4 @@
-"""Processor faults: crashes, redelivery, shutdown, poison and refused messages (SPEC §6)."""
+"""Processor faults: crashes, redelivery, shutdown, poison and refused messages (design §6)."""
 
 import asyncio
 import signal

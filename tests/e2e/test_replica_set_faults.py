@@ -1,4 +1,4 @@
-"""A replica-set MONGODB_URL through a primary election (SPEC §6, §10): nothing lost or doubled.
+"""A replica-set MONGODB_URL through a primary election (design §6, §10): nothing lost or doubled.
 
 SecantusDB advertises itself as the primary of a one-member replica set (`secantus`); here it
 runs with test commands so a `failCommand` fail point, limited to the services' `appName`, can

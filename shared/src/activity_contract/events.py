@@ -335,7 +335,7 @@ QUEUE_MESSAGE: TypeAdapter[ActivityMessage | ActivityGroupMessage] = TypeAdapter
 
 
 class StoredActivity(BaseModel):
-    """The fields of a stored event (SPEC §7) that the read API returns.
+    """The fields of a stored event (design §7) that the read API returns.
 
     The processor's Beanie document and the read model both build on this one definition.
     """

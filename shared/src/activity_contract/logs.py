@@ -1,4 +1,4 @@
-"""Log setup both services use: console or one JSON object per line (SPEC §11)."""
+"""Log setup both services use: console or one JSON object per line (design §11)."""
 
 import json
 import logging

@@ -1,4 +1,4 @@
-"""Settings pieces both services compose into their own settings class (SPEC §9)."""
+"""Settings pieces both services compose into their own settings class (design §9)."""
 
 from typing import Annotated, Literal, TypeVar
 

@@ -1,11 +1,11 @@
-"""Where and how events are stored (SPEC §7): names both services share.
+"""Where and how events are stored (design §7): names both services share.
 
 The processor creates the collection's indexes; ingest reads through them. Plain
 constants only, so the contract stays free of any database driver.
 """
 
 ACTIVITIES_COLLECTION = "activities"
-# One document per erased user: `_id` = user id, `erased_at` = when (SPEC §3.3a). Events of
+# One document per erased user: `_id` = user id, `erased_at` = when (design §3.3a). Events of
 # that user received before `erased_at` are deleted and never stored again.
 ERASURES_COLLECTION = "erasures"
 

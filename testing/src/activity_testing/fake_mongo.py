@@ -337,13 +337,13 @@ class FakeDatabase:
     def commit(self) -> None:
         """A majority acknowledged a write: everything before it is committed."""
         for collection in self.collections.values():
-            collection.committed = copy.deepcopy(collection.documents)
+            collection.committed = dict(collection.documents)  # documents are replaced, never changed
 
     def rollback(self) -> None:
         """The primary lost its majority: what was not committed is undone."""
         self.plan.trace.note("rollback of uncommitted writes")
         for collection in self.collections.values():
-            collection.documents = copy.deepcopy(collection.committed)
+            collection.documents = dict(collection.committed)
 
     async def close(self) -> None:
         """Nothing to close."""

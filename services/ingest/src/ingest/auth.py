@@ -1,4 +1,4 @@
-"""API keys (SPEC §3.5): compared in constant time, never logged, only digests kept."""
+"""API keys (design §3.5): compared in constant time, never logged, only digests kept."""
 
 import hashlib
 import hmac

@@ -1,4 +1,4 @@
-"""What only ingest knows, as Prometheus metrics (SPEC §11), on each app's own registry.
+"""What only ingest knows, as Prometheus metrics (design §11), on each app's own registry.
 
 HTTP requests and latency are counted by `ingest.http.metrics`. Every name starts with
 `event_tracker_ingest_`; no label carries a user id, a client address or an event id.

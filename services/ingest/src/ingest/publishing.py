@@ -6,7 +6,7 @@ end of the event loop's current iteration when fewer than MAX_PUBLISHES_IN_FLIGH
 publishes await their confirm, otherwise as soon as one of them is confirmed (or the
 group is full). Alone, a request is published at once; under load, groups grow to what
 arrives during one confirm round trip. A request is answered 202 only once the message
-carrying all its events is confirmed (SPEC §4).
+carrying all its events is confirmed (design §4).
 """
 
 import asyncio

@@ -1,4 +1,4 @@
-"""Per-client rate limiting (SPEC §8), whole in one module.
+"""Per-client rate limiting (design §8), whole in one module.
 
 - Who the client is: the socket peer, or what a trusted proxy says it forwarded; an IPv4
   address, or the IPv6 /64 it belongs to (both prefixes configurable).

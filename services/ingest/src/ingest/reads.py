@@ -1,4 +1,4 @@
-"""Reading a user's stored activity from MongoDB (SPEC §3.3), page by page.
+"""Reading a user's stored activity from MongoDB (design §3.3), page by page.
 
 Ingest never imports the processor: it reads collection `activities`, whose indexes the
 processor creates (names shared in `activity_contract.storage`). Pages are ordered newest

@@ -1,4 +1,4 @@
-"""Ingest settings (SPEC §9), composed from the contract's pieces."""
+"""Ingest settings (design §9), composed from the contract's pieces."""
 
 import re
 from typing import Annotated

@@ -50,7 +50,7 @@ def load_renderer() -> Renderer:
 
 
 def asyncapi_page_route(renderer: Renderer) -> AsyncAPIRoute:
-    """The page route: renderer from our own paths, and no "try it" endpoint (SPEC §3.4).
+    """The page route: renderer from our own paths, and no "try it" endpoint (design §3.4).
 
     The "try it" endpoint would publish whatever a visitor posts to the real broker.
     """

@@ -1,4 +1,4 @@
-"""Processor health and metrics routes on its own port (SPEC §11)."""
+"""Processor health and metrics routes on its own port (design §11)."""
 
 import asyncio
 import json

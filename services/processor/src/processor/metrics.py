@@ -1,4 +1,4 @@
-"""Prometheus metrics of the processor (SPEC §11), on a registry of each app's own.
+"""Prometheus metrics of the processor (design §11), on a registry of each app's own.
 
 Counted per message and per bulk write, not per event where it can be helped (the consume
 path is hot). No label carries an id.

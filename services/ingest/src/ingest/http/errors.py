@@ -1,4 +1,4 @@
-"""The SPEC §3.6 error envelope in one place: errors, their handlers, the 500 response."""
+"""The design §3.6 error envelope in one place: errors, their handlers, the 500 response."""
 
 import logging
 from collections import defaultdict
@@ -86,7 +86,7 @@ class BrokerUnavailableError(ApiError):
 
 
 class RateLimitedError(ApiError):
-    """The client is over its rate limit (SPEC §8)."""
+    """The client is over its rate limit (design §8)."""
 
     status_code = 429
     code = "rate_limited"
@@ -117,7 +117,7 @@ async def send_rate_limited(send: Send, headers: Mapping[str, str]) -> None:
 
 
 class UnauthorizedError(ApiError):
-    """Missing or wrong API key (SPEC §3.5)."""
+    """Missing or wrong API key (design §3.5)."""
 
     status_code = 401
     code = "unauthorized"

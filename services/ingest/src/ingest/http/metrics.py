@@ -1,4 +1,4 @@
-"""HTTP metrics (SPEC §11): requests by route template, method and status, and latency."""
+"""HTTP metrics (design §11): requests by route template, method and status, and latency."""
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 

@@ -1,4 +1,4 @@
-"""Write API: accept one event or a batch, publish, answer 202 (SPEC §3.1, §3.2)."""
+"""Write API: accept one event or a batch, publish, answer 202 (design §3.1, §3.2)."""
 
 from collections.abc import Sequence
 from datetime import UTC, datetime

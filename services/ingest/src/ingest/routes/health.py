@@ -1,4 +1,4 @@
-"""Liveness and readiness (SPEC §3.4)."""
+"""Liveness and readiness (design §3.4)."""
 
 import asyncio
 from typing import Literal
@@ -52,7 +52,7 @@ async def ready(
 ) -> Response:
     """200 when the broker connection is usable, 503 otherwise; lists every dependency.
 
-    Only the broker decides. Without Redis each instance rate limits in memory (SPEC §8),
+    Only the broker decides. Without Redis each instance rate limits in memory (design §8),
     and without MongoDB only the read API fails (503 per request): events are still
     accepted.
     """

@@ -1,10 +1,11 @@
-"""Read API: one user's stored activity, newest first, page by page (SPEC §3.3)."""
+"""Read API: one user's stored activity, newest first, page by page (design §3.3)."""
 
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
 from activity_contract.events import (
@@ -13,6 +14,7 @@ from activity_contract.events import (
     MAX_USER_ID_LENGTH,
     ActivityOut,
     Rfc3339Datetime,
+    UserId,
 )
 from ingest.deps import (
     AdminKeyRequiredDep,
@@ -28,6 +30,7 @@ from ingest.http.errors import ERASURE_ERROR_RESPONSES, READ_ERROR_RESPONSES, In
 from ingest.reads import ActivityQuery, InvalidCursorError, Position
 
 DEFAULT_PAGE_SIZE = 50
+USER_ID: TypeAdapter[str] = TypeAdapter(UserId)
 MAX_PAGE_SIZE = 500
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -123,8 +126,8 @@ class ErasureOut(BaseModel):
     user_id: str
     deleted: int = Field(description="Stored events deleted by this call (0 when repeated).")
     erased_at: datetime = Field(
-        description="Events of this user received before this time are deleted, and those "
-        "still queued are not stored."
+        description="Events of this user received before this time, or whose timestamp "
+        "precedes it, are deleted and never stored afterwards, whenever they arrive."
     )
 
 
@@ -138,7 +141,17 @@ async def erase_user_activities(
     metrics: MetricsDep,
     user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID_LENGTH)],
 ) -> ErasureOut:
-    """Erase a user (GDPR art. 17): stored events are deleted, queued ones never stored."""
+    """Erase a user (GDPR art. 17): stored events are deleted, queued ones never stored.
+
+    The id is checked by the same rules as a written `user_id`, so nothing can be erased
+    (or logged) under an id no event could have.
+    """
+    try:
+        user_id = USER_ID.validate_python(user_id)
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**problem, "loc": ("path", "user_id")} for problem in error.errors()]
+        ) from None
     erasure = await eraser.erase(user_id)
     metrics.erasures.inc()
     metrics.erased_events.inc(erasure.deleted)
