@@ -74,5 +74,6 @@ async def test_messages_under_a_fanout_binding_are_settled(
     finally:
         await broker.stop()
     stored = await database["activities"].find_one({})
-    assert stored is not None and str(stored["_id"]) == str(event.event_id)
+    assert stored is not None
+    assert str(stored["_id"]) == str(event.event_id)
     assert json.loads(event.model_dump_json())["user_id"] == stored["user_id"]
