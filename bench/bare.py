@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,14 +37,14 @@ def sample_body() -> bytes:
     return json.dumps(message, separators=(",", ":")).encode()
 
 
-def product_queue_type() -> QueueType:
-    """The queue type event-tracker declares (quorum unless QUEUE_TYPE says)."""
-    return QueueType(os.environ.get("QUEUE_TYPE", QueueType.QUORUM.value))
+# The queue types compared: event-tracker's (quorum), and the baseline's (classic).
+PRODUCT_QUEUE_TYPE = QueueType.QUORUM.value
+BASELINE_QUEUE_TYPE = "classic"
 
 
-def bare_queue(queue_type: QueueType | None = None) -> dict[str, Any]:
+def bare_queue(queue_type: str = PRODUCT_QUEUE_TYPE) -> dict[str, Any]:
     """Arguments of a durable queue of `queue_type` (default: the product's)."""
-    return {"x-queue-type": (queue_type or product_queue_type()).value}
+    return {"x-queue-type": queue_type}
 
 
 async def _windowed(count: int, publish_one: Callable[[], Awaitable[object]], label: str) -> float:
@@ -76,7 +75,7 @@ async def _windowed(count: int, publish_one: Callable[[], Awaitable[object]], la
 
 
 async def bare_publish_aio_pika(
-    stack: SystemStack, count: int, queue_type: QueueType | None = None
+    stack: SystemStack, count: int, queue_type: str = PRODUCT_QUEUE_TYPE
 ) -> float:
     """Persistent, mandatory, confirmed publishes straight on one aio-pika channel."""
     body = sample_body()

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from activity_contract.topology import QueueType
 from bench import bare
 from bench.fill import FILL_USER_PREFIX, NO_EVENTS_USER_PREFIX, fill, reset_activities
 from bench.loadgen import percentile
@@ -221,13 +220,13 @@ class SystemRun:
         """What the broker and this system's database take without any service."""
         plan, stack = self.plan, self.stack
         say(f"[{self.system}] bare limits: publish-with-confirm and insert_many")
-        queue_type = bare.product_queue_type() if self.system == SUBJECT else QueueType.CLASSIC
+        queue_type = bare.PRODUCT_QUEUE_TYPE if self.system == SUBJECT else bare.BASELINE_QUEUE_TYPE
         publish = asyncio.run(bare.bare_publish_aio_pika(stack, plan.publish_count, queue_type))
         self.put(
             "bare_publish",
             "bare publish-with-confirm, aio-pika, 1 channel",
             "messages/s",
-            Measure(publish, note=f"{queue_type.value} queue"),
+            Measure(publish, note=f"{queue_type} queue"),
         )
         if self.system == SUBJECT:
             publish_fs = asyncio.run(bare.bare_publish_faststream(stack, plan.publish_count))
@@ -235,7 +234,7 @@ class SystemRun:
                 "bare_publish_fs",
                 "bare publish-with-confirm, FastStream publisher",
                 "messages/s",
-                Measure(publish_fs, note=f"{queue_type.value} queue"),
+                Measure(publish_fs, note=f"{queue_type} queue"),
             )
         meter = stack.meter()
         insert = asyncio.run(bare.bare_insert(stack, plan.insert_count, concurrency=1))
