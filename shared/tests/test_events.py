@@ -1,4 +1,4 @@
-"""The event schema's rules (SPEC §3.1, §3.2, §5)."""
+"""The event schema's rules: what ingest accepts, what travels on the queue."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -14,6 +14,7 @@ from activity_contract.events import (
     ActivityGroupMessage,
     ActivityIn,
     ActivityMessage,
+    UnreadableEvent,
     corrected_timestamp,
 )
 from activity_testing.events import event_payload
@@ -279,4 +280,24 @@ def test_both_message_kinds_are_told_apart() -> None:
     assert QUEUE_MESSAGE.validate_json(one.model_dump_json()) == one
     read = QUEUE_MESSAGE.validate_json(group.model_dump_json())
     assert isinstance(read, ActivityGroupMessage)
-    assert [event.request_id for event in read.events] == ["r1", "r2"]
+    assert [
+        event.request_id if isinstance(event, ActivityMessage) else None for event in read.events
+    ] == ["r1", "r2"]
+
+
+def test_a_bad_event_of_a_group_is_kept_as_it_came_with_why() -> None:
+    """One bad event does not make the group unreadable: the processor settles it alone."""
+    good = ActivityIn.model_validate(event_payload()).to_message(datetime.now(UTC))
+    missing = good.model_dump(mode="json") | {"event_id": str(uuid.uuid4())}
+    del missing["user_id"]
+    body = {"group_id": str(uuid.uuid4()), "events": [good.model_dump(mode="json"), missing, 7]}
+    read = QUEUE_MESSAGE.validate_python(body)
+    assert isinstance(read, ActivityGroupMessage)
+    first, second, third = read.events
+    assert first == good
+    assert isinstance(second, UnreadableEvent)
+    assert (second.raw, second.error) == (missing, "user_id: Field required")
+    assert isinstance(third, UnreadableEvent)
+    assert third.raw == 7
+    with pytest.raises(ValidationError):  # the group itself must still be one
+        QUEUE_MESSAGE.validate_python({"group_id": str(uuid.uuid4()), "events": []})

@@ -30,10 +30,12 @@ def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("QUEUE_TYPE", "classic")
+    monkeypatch.setenv("QUEUE_TYPE", "quorum")
+    monkeypatch.setenv("QUEUE_DELIVERY_LIMIT", "9")
     monkeypatch.setenv("LOG_LEVEL", "debug")
     monkeypatch.setenv("LOG_FORMAT", "JSON")
-    assert BrokerSettings(_env_file=None).queue_type is QueueType.CLASSIC
+    broker = BrokerSettings(_env_file=None)
+    assert (broker.queue_type, broker.queue_delivery_limit) == (QueueType.QUORUM, 9)
     logging_settings = LoggingSettings(_env_file=None)
     assert (logging_settings.log_level, logging_settings.log_format) == ("DEBUG", "json")
 
@@ -48,13 +50,21 @@ def test_invalid_value_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch
         load_settings(BrokerSettings)
 
 
+def test_a_classic_queue_is_refused_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Classic queues have no delivery limit: nothing would end a requeue loop."""
+    monkeypatch.setenv("QUEUE_TYPE", "classic")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(BrokerSettings)
+    assert str(caught.value) == "invalid configuration: QUEUE_TYPE: Input should be 'quorum'"
+
+
 def test_unrelated_dotenv_lines_are_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("QUEUE_TYPE", raising=False)
-    (tmp_path / ".env").write_text("SOMETHING_ELSE=1\nQUEUE_TYPE=classic\n")
-    assert BrokerSettings().queue_type is QueueType.CLASSIC
+    monkeypatch.delenv("QUEUE_DELIVERY_LIMIT", raising=False)
+    (tmp_path / ".env").write_text("SOMETHING_ELSE=1\nQUEUE_DELIVERY_LIMIT=9\n")
+    assert BrokerSettings().queue_delivery_limit == 9
 
 
 def test_empty_mongodb_url_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""Queue topology (SPEC §5) and the contract's independence from the services."""
+"""Queue topology and the contract's independence from the services."""
 
 import ast
 from pathlib import Path
@@ -22,11 +22,18 @@ def test_quorum_queue_has_delivery_limit_and_dead_letters_to_the_dlq() -> None:
     assert main.arguments["x-dead-letter-routing-key"] == DEAD_LETTER_QUEUE
 
 
-def test_classic_queue_still_dead_letters_but_has_no_delivery_limit() -> None:
-    dead_letter, main = activity_queues(QueueType.CLASSIC, delivery_limit=5)
-    assert main.arguments["x-queue-type"] == dead_letter.arguments["x-queue-type"] == "classic"
-    assert main.arguments["x-dead-letter-routing-key"] == DEAD_LETTER_QUEUE
-    assert "x-delivery-limit" not in main.arguments
+def test_the_activity_queue_settles_what_it_cannot_deliver_by_itself() -> None:
+    """Delivery limit, at-least-once dead-lettering and its required overflow, always."""
+    dead_letter, main = activity_queues(QueueType.QUORUM, delivery_limit=2)
+    assert dead_letter.arguments == {"x-queue-type": "quorum"}
+    assert main.arguments["x-delivery-limit"] == 2
+    assert main.arguments["x-dead-letter-strategy"] == "at-least-once"
+    assert main.arguments["x-overflow"] == "reject-publish"
+
+
+def test_quorum_is_the_only_queue_type() -> None:
+    """Classic queues have neither a delivery limit nor at-least-once dead-lettering."""
+    assert [queue_type.value for queue_type in QueueType] == ["quorum"]
 
 
 def test_contract_imports_neither_service() -> None:

@@ -146,9 +146,10 @@ async def test_poison_messages_are_dead_lettered_and_valid_ones_behind_them_stor
         assert await wait_until(lambda: _equals(queue_depth(DEAD_LETTER_QUEUE), 6), within=30)
         dead = await _drain(channel, DEAD_LETTER_QUEUE)
     assert sorted(message.message_id or "" for message in dead) == sorted(poison)
-    # Dead-lettered at once by the processor, with the reason, not after exhausting the
-    # delivery limit.
-    assert {_death_reason(message) for message in dead} == {"invalid"}
+    # Rejected at once by the processor and dead-lettered by RabbitMQ as they came, not
+    # after exhausting the delivery limit.
+    assert {_death_reason(message) for message in dead} == {"rejected"}
+    assert {message.body for message in dead} == {body for body, _ in poison.values()}
 
 
 async def test_a_document_the_database_refuses_is_dead_lettered_alone(
@@ -241,9 +242,7 @@ async def _drain(
 
 
 def _death_reason(message: aio_pika.abc.AbstractIncomingMessage) -> str:
-    """The processor's own reason, or RabbitMQ's when the broker dead-lettered it."""
-    if "x-dead-letter-reason" in message.headers:
-        return str(message.headers["x-dead-letter-reason"])
+    """Why RabbitMQ dead-lettered a whole message (its `x-death` header)."""
     deaths: Any = message.headers["x-death"]
     return str(deaths[0]["reason"])
 

@@ -1,4 +1,4 @@
-"""Who the client is for the rate limit (SPEC §8): peer, trusted proxies, address prefixes."""
+"""Who the client is for the rate limit (design §8): peer, trusted proxies, address prefixes."""
 
 import pytest
 from starlette.requests import Request

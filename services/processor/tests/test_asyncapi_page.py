@@ -69,7 +69,7 @@ async def test_renderer_files_are_served_with_type_and_cache_headers(
 async def test_no_try_it_endpoint_and_nothing_else_under_static(
     http: httpx.AsyncClient, renderer: Renderer
 ) -> None:
-    # The "try it" endpoint would publish to the real broker (SPEC §3.4).
+    # The "try it" endpoint would publish to the real broker (design §3.4).
     assert (await http.post("/asyncapi/try", json={})).status_code == 404
     assert (await http.get(f"{renderer.base_path}/manifest.json")).status_code == 404
     assert (await http.get(f"{renderer.base_path}/../app.py")).status_code == 404

@@ -8,6 +8,7 @@ to leave such a message unacknowledged forever when it could not be read.
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 import pytest
@@ -68,7 +69,8 @@ async def test_messages_under_a_fanout_binding_are_settled(
             dead = await dead_letters.get(timeout=5)
             assert dead is not None
             assert dead.body == b"not json"
-            assert dead.headers["x-death"][0]["reason"] == "rejected"
+            deaths: Any = dead.headers["x-death"]
+            assert deaths[0]["reason"] == "rejected"
             await dead.ack()
             await queue.unbind(fanout)
     finally:

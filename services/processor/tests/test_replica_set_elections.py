@@ -40,34 +40,54 @@ ELECTION_CODES = {
 }
 
 
-async def _outcome_after_one(error: PyMongoError) -> WriteOutcome:
-    """The outcome of one write whose first insert attempt raises `error`."""
-    failures = [error]
+class FirstCallFails:
+    """A store whose first `insert_many` (or `covered`, the erasure check) raises `error`."""
 
-    async def insert_many(_: Sequence[str]) -> None:
-        if failures:
-            raise failures.pop()
+    def __init__(self, error: PyMongoError, call: str = "insert_many") -> None:
+        self.failures = {call: [error]}
 
-    writer = BulkWriter(insert_many, batch_size=1, max_wait=60, retry=FAST_RETRY)
+    def _fail_once(self, call: str) -> None:
+        if self.failures.get(call):
+            raise self.failures[call].pop()
+
+    async def insert_many(self, _: Sequence[str]) -> None:
+        self._fail_once("insert_many")
+
+    async def covered(self, _: Sequence[str]) -> list[int]:
+        self._fail_once("covered")
+        return []
+
+    async def delete(self, _: Sequence[str]) -> int:
+        return 0
+
+
+async def _outcome_after_one(error: PyMongoError, call: str = "insert_many") -> WriteOutcome:
+    """The outcome of one write whose first `call` to the store raises `error`."""
+    writer = BulkWriter(FirstCallFails(error, call), batch_size=1, max_wait=60, retry=FAST_RETRY)
     [outcome] = await writer.write_many(["event"])
     return outcome
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        NotPrimaryError("not primary", {"code": 10107, "errmsg": "not primary"}),
-        AutoReconnect("connection closed"),
-        NetworkTimeout("timed out"),
-        ServerSelectionTimeoutError("no primary available for writes"),
-        WriteConcernError("waiting for replication interrupted", code=64),
-        WTimeoutError("waiting for replication timed out", code=64),
-        OperationFailure("anything", code=1, details={"errorLabels": ["RetryableWriteError"]}),
-    ],
-    ids=lambda error: type(error).__name__,
-)
+ELECTION_ERRORS = [
+    NotPrimaryError("not primary", {"code": 10107, "errmsg": "not primary"}),
+    AutoReconnect("connection closed"),
+    NetworkTimeout("timed out"),
+    ServerSelectionTimeoutError("no primary available for writes"),
+    WriteConcernError("waiting for replication interrupted", code=64),
+    WTimeoutError("waiting for replication timed out", code=64),
+    OperationFailure("anything", code=1, details={"errorLabels": ["RetryableWriteError"]}),
+]
+
+
+@pytest.mark.parametrize("error", ELECTION_ERRORS, ids=lambda error: type(error).__name__)
 async def test_election_errors_are_retried(error: PyMongoError) -> None:
     assert await _outcome_after_one(error) is WriteOutcome.STORED
+
+
+@pytest.mark.parametrize("error", ELECTION_ERRORS, ids=lambda error: type(error).__name__)
+async def test_election_errors_of_the_erasure_check_are_retried(error: PyMongoError) -> None:
+    """The check reads with majority read concern: it meets the same election."""
+    assert await _outcome_after_one(error, call="covered") is WriteOutcome.STORED
 
 
 @pytest.mark.parametrize("code", ELECTION_CODES.values(), ids=ELECTION_CODES.keys())

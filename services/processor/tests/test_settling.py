@@ -1,7 +1,10 @@
-"""Settling under failure, against the real RabbitMQ: bounded requeues on classic queues,
-the topology before the first delivery, and readiness that sees a stalled consumer."""
+"""Settling under failure, against the real RabbitMQ: what the processor cannot store ends
+in the dead-letter queue through RabbitMQ's own dead-lettering (at once when unreadable,
+past the delivery limit when the failure lasts), the topology before the first delivery,
+and readiness that sees a stalled consumer."""
 
-from collections.abc import AsyncIterator, Sequence
+import socket
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,16 +16,14 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.testing import TestRabbitBroker
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
-from pymongo.errors import AutoReconnect
 
 from activity_contract.events import ActivityIn
-from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE, QueueType
+from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
 from activity_testing.events import event_payload
 from activity_testing.waiting import wait_until
 from processor import handlers
-from processor.app import build_broker, declare_topology, queue_objects
-from processor.bulk_writer import BulkWriter, RetryPolicy
-from processor.documents import ActivityStore, mongo_client
+from processor.app import build_processor, declare_topology, queue_objects
+from processor.documents import mongo_client
 from processor.handlers import Progress
 from processor.health import health_routes
 from processor.metrics import ProcessorMetrics
@@ -30,67 +31,75 @@ from processor.settings import ProcessorSettings
 
 pytestmark = pytest.mark.integration
 
-FAST_RETRY = RetryPolicy(first_delay=0.01, max_delay=0.01, give_up_after=0.05)
+DELIVERY_LIMIT = 2
 
 
-async def always_down(_: Sequence[Any]) -> None:
-    raise AutoReconnect("the database is down")
-
-
-def unused_store(metrics: ProcessorMetrics) -> ActivityStore:
-    """A store these tests never reach: their writer fails before it (no connection made)."""
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(connect=False)
-    return ActivityStore(client["unused"], metrics)
+@pytest.fixture
+async def database_down() -> AsyncIterator[AsyncMongoClient[dict[str, object]]]:
+    """A client of a database that never answers: nothing listens on its port."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=100, connectTimeoutMS=100
+    )
+    yield client
+    await client.close()
 
 
 def value(metrics: ProcessorMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-@pytest.fixture
-async def classic_processor(
-    rabbit_url: str,
-) -> AsyncIterator[tuple[RabbitBroker, ProcessorMetrics]]:
-    """A processor on a classic queue whose database never answers."""
-    settings = ProcessorSettings.model_construct(
-        rabbitmq_url=rabbit_url, queue_type=QueueType.CLASSIC, queue_delivery_limit=3
+def settings_of(rabbit_url: str, **overrides: Any) -> ProcessorSettings:
+    return ProcessorSettings.model_construct(
+        rabbitmq_url=rabbit_url, processor_batch_wait_ms=5, **overrides
+    )
+
+
+async def test_a_message_whose_database_stays_down_is_dead_lettered_past_the_delivery_limit(
+    rabbit_url: str, database_down: AsyncMongoClient[dict[str, object]]
+) -> None:
+    """Requeued while the database is down, each time counted by the queue; past its
+    delivery limit, RabbitMQ itself moves the message to the dead-letter queue."""
+    settings = settings_of(
+        rabbit_url,
+        queue_delivery_limit=DELIVERY_LIMIT,
+        processor_write_retry_seconds=0.3,  # retried in-process this long, then requeued
     )
     metrics = ProcessorMetrics(CollectorRegistry())
-    writer: BulkWriter[Any] = BulkWriter(always_down, 10, 0.005, FAST_RETRY, metrics)
-    broker = build_broker(settings, unused_store(metrics), writer, metrics)
+    broker, _, _ = build_processor(settings, database_down["unused"], metrics)
     await declare_topology(broker, settings)
     await broker.start()
-    yield broker, metrics
-    await broker.stop()
+    try:
+        message = ActivityIn.model_validate(event_payload()).to_message(datetime.now(UTC))
+        await broker.publish(
+            message.model_dump_json().encode(),
+            ACTIVITY_QUEUE,
+            persist=True,
+            content_type="application/json",
+            message_id=str(message.event_id),
+        )
+        dead = await _wait_for_one(rabbit_url, DEAD_LETTER_QUEUE, within=60)
+    finally:
+        await broker.stop()
 
-
-async def test_a_classic_queue_does_not_requeue_forever(
-    classic_processor: tuple[RabbitBroker, ProcessorMetrics], rabbit_url: str
-) -> None:
-    """Classic queues count no deliveries: the processor counts and dead-letters itself."""
-    broker, metrics = classic_processor
-    message = ActivityIn.model_validate(event_payload()).to_message(datetime.now(UTC))
-    await broker.publish(
-        message.model_dump_json().encode(),
-        ACTIVITY_QUEUE,
-        persist=True,
-        content_type="application/json",
-        message_id=str(message.event_id),
-    )
-
-    dead = await _wait_for_one(rabbit_url, DEAD_LETTER_QUEUE, within=30)
-    assert dead.headers["x-dead-letter-reason"] == "delivery_limit"
     assert dead.message_id == str(message.event_id)
-    assert value(metrics, "event_tracker_processor_events_retried_total") == 2
-    reason = {"reason": "delivery_limit"}
-    assert value(metrics, "event_tracker_processor_events_dead_lettered_total", **reason) == 1
+    assert dead.body == message.model_dump_json().encode()  # as it came
+    deaths: Any = dead.headers["x-death"]
+    [death] = deaths
+    assert (death["reason"], death["queue"]) == ("delivery_limit", ACTIVITY_QUEUE)
+    assert "x-dead-letter-reason" not in dead.headers  # not published by the processor
+    # The first delivery and DELIVERY_LIMIT redeliveries, each one requeued.
+    assert value(metrics, "event_tracker_processor_events_retried_total") == DELIVERY_LIMIT + 1
+    assert value(metrics, "event_tracker_processor_events_persisted_total") == 0
 
 
 async def test_a_poison_message_queued_before_the_first_start_finds_its_dead_letter_queue(
-    rabbit_url: str,
+    rabbit_url: str, database_down: AsyncMongoClient[dict[str, object]]
 ) -> None:
-    """The whole topology is declared before consuming: the DLQ exists for delivery one."""
-    settings = ProcessorSettings.model_construct(rabbitmq_url=rabbit_url)
+    """The dead-letter queue is declared before consuming: it exists for delivery one."""
+    settings = settings_of(rabbit_url)
     connection = await aio_pika.connect(rabbit_url)
     async with connection:
         channel = await connection.channel()
@@ -103,8 +112,7 @@ async def test_a_poison_message_queued_before_the_first_start_finds_its_dead_let
             ACTIVITY_QUEUE,
         )
     metrics = ProcessorMetrics(CollectorRegistry())
-    writer: BulkWriter[Any] = BulkWriter(always_down, 10, 0.005, FAST_RETRY, metrics)
-    broker = build_broker(settings, unused_store(metrics), writer, metrics)
+    broker, _, _ = build_processor(settings, database_down["unused"], metrics)
 
     async def declare() -> None:
         await declare_topology(broker, settings)
@@ -112,7 +120,12 @@ async def test_a_poison_message_queued_before_the_first_start_finds_its_dead_let
     app = AsgiFastStream(broker, on_startup=[declare])
     async with app.start_lifespan_context():
         dead = await _wait_for_one(rabbit_url, DEAD_LETTER_QUEUE, within=30)
-    assert (dead.message_id, dead.headers["x-dead-letter-reason"]) == ("poison", "invalid")
+    assert (dead.message_id, dead.body) == ("poison", b"not json")
+    deaths: Any = dead.headers["x-death"]
+    assert deaths[0]["reason"] == "rejected"  # at its first delivery, by RabbitMQ
+    assert deaths[0]["count"] == 1
+    reason = {"reason": "invalid"}
+    assert value(metrics, "event_tracker_processor_events_dead_lettered_total", **reason) == 1
 
 
 async def test_readiness_reports_a_consumer_that_stopped_moving(mongo_server_url: str) -> None:

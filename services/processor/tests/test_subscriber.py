@@ -1,7 +1,9 @@
 """The subscriber on FastStream's in-memory broker, writing to a real database.
 
 Each message kind (one event, a group of events), each way a message is settled, what
-is logged and counted.
+is logged and counted. The in-memory broker has no dead-lettering of its own: a message
+rejected without requeue is what RabbitMQ dead-letters (test_settling shows it does); the
+events of a group the processor dead-letters alone arrive here through the DLQ.
 """
 
 import json
@@ -10,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import pytest
@@ -18,15 +20,16 @@ from faststream import BaseMiddleware, StreamMessage
 from faststream.message import AckStatus
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit.message import RabbitMessage as RabbitStreamMessage
 from faststream.rabbit.testing import TestRabbitBroker
 from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.database import AsyncDatabase
 
 from activity_contract.events import ActivityGroupMessage, ActivityIn, ActivityMessage
-from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
+from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE, MAX_MESSAGE_BYTES
 from activity_testing.events import event_payload
-from processor.app import build_broker, bulk_writer
-from processor.documents import Activity, ActivityStore, init_documents, mongo_client
+from processor.app import build_processor
+from processor.documents import Activity, init_documents, mongo_client
 from processor.metrics import ProcessorMetrics
 from processor.settings import ProcessorSettings
 
@@ -37,8 +40,13 @@ pytestmark = pytest.mark.integration
 class Outcomes:
     """How each consumed message was settled, and what reached the dead-letter queue."""
 
-    settled: list[AckStatus | None] = field(default_factory=list)
+    consumed: list[StreamMessage[Any]] = field(default_factory=list)
+    requeue: list[bool] = field(default_factory=list)  # each reject's requeue flag
     dead_letters: list[RabbitMessage] = field(default_factory=list)
+
+    @property
+    def settled(self) -> list[AckStatus | None]:
+        return [message.committed for message in self.consumed]
 
     def reasons(self) -> list[str]:
         return [m.headers["x-dead-letter-reason"] for m in self.dead_letters]
@@ -63,8 +71,7 @@ async def outcomes_and_broker(
     database: AsyncDatabase[dict[str, object]], metrics: ProcessorMetrics
 ) -> AsyncIterator[tuple[Outcomes, RabbitBroker]]:
     settings = ProcessorSettings.model_construct(processor_batch_wait_ms=5)
-    store = ActivityStore(database, metrics)
-    broker = build_broker(settings, store, bulk_writer(settings, store, metrics), metrics)
+    broker, _, _ = build_processor(settings, database, metrics)
     outcomes = Outcomes()
 
     class RecordSettlement(BaseMiddleware):
@@ -73,11 +80,16 @@ async def outcomes_and_broker(
             call_next: Callable[[StreamMessage[Any]], Awaitable[Any]],
             msg: StreamMessage[Any],
         ) -> Any:
-            try:
-                return await call_next(msg)
-            finally:
-                if msg.raw_message.routing_key == ACTIVITY_QUEUE:
-                    outcomes.settled.append(msg.committed)
+            if msg.raw_message.routing_key == ACTIVITY_QUEUE:
+                outcomes.consumed.append(msg)
+                reject = cast("RabbitStreamMessage", msg).reject
+
+                async def record_reject(requeue: bool = False) -> None:
+                    outcomes.requeue.append(requeue)
+                    await reject(requeue=requeue)
+
+                msg.reject = record_reject  # type: ignore[method-assign]
+            return await call_next(msg)
 
     broker.insert_middleware(RecordSettlement)
 
@@ -202,17 +214,36 @@ async def test_undecodable_or_invalid_message_is_dead_lettered_with_its_reason(
     broker: RabbitBroker,
     outcomes: Outcomes,
     metrics: ProcessorMetrics,
+    caplog: pytest.LogCaptureFixture,
     body: bytes | dict[str, Any],
     reason: str,
 ) -> None:
     if isinstance(body, dict):
         body = {**event().model_dump(mode="json"), **body}
     await broker.publish(body, queue=ACTIVITY_QUEUE, correlation_id="req-bad")
-    assert outcomes.settled == [AckStatus.ACKED]  # settled: it sits in the DLQ now
-    assert outcomes.reasons() == [reason]
-    assert outcomes.dead_letters[0].correlation_id == "req-bad"
+    assert_dead_lettered_whole(outcomes, metrics, caplog, reason, request_id="req-bad")
     assert await Activity.count() == 0
-    assert value(metrics, "event_tracker_processor_events_dead_lettered_total", reason=reason)
+
+
+def assert_dead_lettered_whole(
+    outcomes: Outcomes,
+    metrics: ProcessorMetrics,
+    caplog: pytest.LogCaptureFixture,
+    reason: str,
+    request_id: str | None = None,
+) -> None:
+    """Rejected at its first delivery, without requeue (RabbitMQ dead-letters it as it
+    came); counted with its reason and logged once; nothing published by the processor."""
+    assert outcomes.settled == [AckStatus.REJECTED]
+    assert outcomes.requeue == [False]
+    assert outcomes.dead_letters == []
+    counted = value(metrics, "event_tracker_processor_events_dead_lettered_total", reason=reason)
+    assert counted == 1
+    assert value(metrics, "event_tracker_processor_events_retried_total") == 0
+    [logged] = [r for r in caplog.records if r.getMessage() == "message dead-lettered"]
+    assert logged.__dict__["reason"] == reason
+    assert logged.__dict__["request_id"] == request_id
+    assert logged.exc_info is None  # one line, no traceback
 
 
 async def test_an_event_the_database_refuses_is_dead_lettered_alone(
@@ -234,14 +265,95 @@ async def test_an_event_the_database_refuses_is_dead_lettered_alone(
     assert ActivityMessage.model_validate_json(dead.body).event_id == bad.event_id
 
 
+async def test_a_lone_event_the_database_refuses_is_rejected_whole(
+    broker: RabbitBroker,
+    outcomes: Outcomes,
+    metrics: ProcessorMetrics,
+    caplog: pytest.LogCaptureFixture,
+    database: AsyncDatabase[dict[str, object]],
+) -> None:
+    """A one-event message is its event: RabbitMQ dead-letters it as it came."""
+    await database.command("collMod", "activities", validator={"user_id": {"$ne": "refused"}})
+    bad = event(user_id="refused")
+    await broker.publish(bad.model_dump(mode="json"), queue=ACTIVITY_QUEUE, correlation_id="r")
+    assert_dead_lettered_whole(outcomes, metrics, caplog, "refused", request_id="r")
+    assert await Activity.get(bad.event_id) is None
+
+
+async def test_bad_events_of_a_group_are_dead_lettered_alone_and_the_rest_stored(
+    broker: RabbitBroker, outcomes: Outcomes, metrics: ProcessorMetrics
+) -> None:
+    """An event of an unknown version and one missing a field do not fail their group."""
+    good = [event() for _ in range(3)]
+    newer = event().model_dump(mode="json") | {"schema_version": 2}
+    missing = event().model_dump(mode="json")
+    del missing["user_id"]
+    group = ActivityGroupMessage(group_id=uuid.uuid4(), events=good).model_dump(mode="json")
+    group["events"] = [good[0].model_dump(mode="json"), newer, missing, *group["events"][1:]]
+    await broker.publish(group, queue=ACTIVITY_QUEUE, correlation_id="req-group")
+
+    for each in good:
+        assert await Activity.get(each.event_id) is not None
+    assert await Activity.count() == 3
+    assert outcomes.settled == [AckStatus.ACKED]
+    dead = {message.message_id: message for message in outcomes.dead_letters}
+    assert set(dead) == {newer["event_id"], missing["event_id"]}
+    assert dead[newer["event_id"]].headers["x-dead-letter-reason"] == "unknown_schema_version"
+    assert dead[missing["event_id"]].headers["x-dead-letter-reason"] == "invalid"
+    assert dead[missing["event_id"]].headers["x-dead-letter-error"] == "user_id: Field required"
+    assert json.loads(dead[missing["event_id"]].body) == missing  # alone, as it came
+    assert ActivityMessage.model_validate_json(dead[newer["event_id"]].body).schema_version == 2
+    assert {message.correlation_id for message in dead.values()} == {"req-group"}
+    for reason in ("unknown_schema_version", "invalid"):
+        counted = value(
+            metrics, "event_tracker_processor_events_dead_lettered_total", reason=reason
+        )
+        assert counted == 1
+    assert value(metrics, "event_tracker_processor_events_persisted_total") == 3
+
+
+@pytest.mark.parametrize("depth", [300, 100_000], ids=["past-pydantic", "past-python-json"])
+async def test_a_message_nested_too_deep_is_rejected_at_its_first_delivery(
+    broker: RabbitBroker,
+    outcomes: Outcomes,
+    metrics: ProcessorMetrics,
+    caplog: pytest.LogCaptureFixture,
+    depth: int,
+) -> None:
+    """JSON deeper than the parser reads is unreadable: never requeued to fail again."""
+    body = event().model_dump_json(exclude={"metadata"})
+    deep = body[:-1] + ', "metadata": {"a": ' + "[" * depth + "]" * depth + "}}"
+    assert len(deep) < MAX_MESSAGE_BYTES
+    await broker.publish(deep.encode(), queue=ACTIVITY_QUEUE, correlation_id="req-deep")
+    assert_dead_lettered_whole(outcomes, metrics, caplog, "invalid", request_id="req-deep")
+    assert await Activity.count() == 0
+
+
+async def test_a_message_over_the_largest_size_is_rejected_unread(
+    broker: RabbitBroker,
+    outcomes: Outcomes,
+    metrics: ProcessorMetrics,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Valid but over 2 MiB: what is held in memory stays bounded by prefetch x 2 MiB."""
+    padded = [event(metadata={"pad": "x" * 15_000}) for _ in range(150)]
+    group = ActivityGroupMessage(group_id=uuid.uuid4(), events=padded)
+    body = group.model_dump_json().encode()
+    assert len(body) > MAX_MESSAGE_BYTES
+    await broker.publish(body, queue=ACTIVITY_QUEUE, correlation_id="req-big")
+    assert_dead_lettered_whole(outcomes, metrics, caplog, "too_large", request_id="req-big")
+    assert await Activity.count() == 0
+
+
 async def test_processing_continues_after_a_poison_message(
-    broker: RabbitBroker, outcomes: Outcomes
+    broker: RabbitBroker, outcomes: Outcomes, metrics: ProcessorMetrics
 ) -> None:
     await broker.publish(b"\x00garbage", queue=ACTIVITY_QUEUE)
     one = event()
     await broker.publish(one.model_dump(mode="json"), queue=ACTIVITY_QUEUE)
-    assert outcomes.settled == [AckStatus.ACKED, AckStatus.ACKED]
-    assert outcomes.reasons() == ["invalid"]
+    assert outcomes.settled == [AckStatus.REJECTED, AckStatus.ACKED]
+    assert outcomes.requeue == [False]
+    assert value(metrics, "event_tracker_processor_events_dead_lettered_total", reason="invalid")
     assert await Activity.get(one.event_id) is not None
 
 

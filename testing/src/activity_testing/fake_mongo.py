@@ -337,7 +337,9 @@ class FakeDatabase:
     def commit(self) -> None:
         """A majority acknowledged a write: everything before it is committed."""
         for collection in self.collections.values():
-            collection.committed = dict(collection.documents)  # documents are replaced, never changed
+            collection.committed = dict(
+                collection.documents
+            )  # documents are replaced, never changed
 
     def rollback(self) -> None:
         """The primary lost its majority: what was not committed is undone."""

@@ -184,8 +184,12 @@ class BulkWriter(Generic[DocumentT]):
         outcomes = [WriteOutcome.RETRY_LATER] * len(group)
         try:
             await self._write([entry.document for entry in group], outcomes)
+        except BaseException:
+            # Cancelled, or a bug in this module: nothing was checked against erasures
+            # after its insert, so every message of the group goes back to the queue.
+            _requeue_written(outcomes)
+            raise
         finally:
-            # Cancelled, or a bug in this module: what is not decided goes back to the queue.
             _resolve(group, outcomes)
 
     async def _write(self, documents: list[DocumentT], outcomes: list[WriteOutcome]) -> None:
@@ -203,6 +207,9 @@ class BulkWriter(Generic[DocumentT]):
 
         if not await self._retrying(insert_step, give_up_at):
             logger.error("database unavailable, requeueing", extra={"documents": len(todo)})
+            # What was written is not checked against erasures after its insert: its
+            # messages go back to the queue too, and the next delivery checks it.
+            _requeue_written(outcomes)
             return
         # An erasure may have come while the insert was under way: check once more. Until
         # that check is done the messages are not acknowledged.
@@ -350,6 +357,12 @@ def _sort_write_errors(
         else:
             outcomes[index] = WriteOutcome.REJECTED
     return retry
+
+
+def _requeue_written(outcomes: list[WriteOutcome]) -> None:
+    for index, outcome in enumerate(outcomes):
+        if outcome in _WRITTEN:
+            outcomes[index] = WriteOutcome.RETRY_LATER
 
 
 def _resolve(group: Sequence[_Pending[Any]], outcomes: Sequence[WriteOutcome]) -> None:
