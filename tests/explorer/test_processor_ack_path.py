@@ -110,7 +110,7 @@ FOCUS = {
         **NONE,  # type: ignore[arg-type]
     ),
     "dead_letter_outage": Mix(
-        kinds=(("poison", 1.0), ("group", 1.0)),
+        kinds=(("poison", 1.0),),
         calm_sites=QUIET - {"dead_letter"},
         episodes=False,
         **NONE,  # type: ignore[arg-type]
@@ -146,7 +146,7 @@ FOCUS = {
         group_flaws=((None, 1.0),),
         lateness=(0.0,),
         erasures=(2, 4),
-        erase_right_after=0.3,
+        erase_right_after=0.0,
         other_routing_key=0.0,
         calm_sites=frozenset({"insert", "update", "settle", "dead_letter"}),
         episodes=False,
