@@ -264,6 +264,7 @@ class Schedule:
         self.by_body: dict[bytes, Published] = {}
         self.erased: list[Erased] = []
         self.erasing: list[asyncio.Task[None]] = []
+        self.done_publishing = False
         self.changed = asyncio.Event()
         self.dead_letters = DeadLetterSink(self.plan, loop)
         if "dead_letter" not in MIX.calm_sites and rng.random() < 0.3:
@@ -351,6 +352,7 @@ class Schedule:
     def _drained(self, tasks: set[asyncio.Task[None]]) -> bool:
         return (
             self.loop.time() > FAULTY_SECONDS
+            and self.done_publishing
             and not tasks
             and not self.queue.ready
             and self.queue.in_hand() == 0
@@ -374,6 +376,7 @@ class Schedule:
             await asyncio.sleep(self.rng.expovariate(1 / 8))
             self._publish_one()
             self.changed.set()
+        self.done_publishing = True
 
     def _publish_one(self) -> None:
         rng = self.rng
