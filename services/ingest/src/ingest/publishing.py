@@ -11,6 +11,7 @@ carrying all its events is confirmed (design §4).
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ class ActivityPublisher:
         self._flush_scheduled = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._renewal: asyncio.Task[None] | None = None
-        self._renewed_at = 0.0
+        self._renewed_at = -math.inf  # loop.time() may begin near 0: no renewal yet
 
     async def start(self) -> None:
         """Connect and declare the queues, so events are kept before any processor runs."""
