@@ -6,6 +6,9 @@ stopped or restarted.
 
 import asyncio
 import time
+import uuid
+from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,6 +20,7 @@ from activity_testing.events import event_payload
 from activity_testing.processes import ServiceFactory, ServiceProcess
 from activity_testing.rabbitmq import (
     StallingProxy,
+    allow_declaring,
     close_vhost_connections,
     delete_queue,
     vhost_outage,
@@ -30,6 +34,8 @@ async def test_unroutable_event_answers_503_not_202(
     client: httpx.AsyncClient, rabbit_url: str
 ) -> None:
     assert (await client.post("/api/v1/activities", json=event_payload())).status_code == 202
+    # Ingest declares a missing queue again at once: keep it from doing so here.
+    await asyncio.to_thread(allow_declaring, rabbit_url, False)
     await asyncio.to_thread(delete_queue, rabbit_url, ACTIVITY_QUEUE)
 
     single = await client.post("/api/v1/activities", json=event_payload())
@@ -168,3 +174,84 @@ async def test_unconfirmed_publish_answers_503_within_the_publish_timeout(
     finally:
         await asyncio.to_thread(ingest.stop)
         await proxy.close()
+
+
+async def _holds_one(depth: Awaitable[int]) -> bool:
+    return await depth == 1
+
+
+async def test_a_deleted_queue_is_declared_again_and_the_retry_is_accepted(
+    client: httpx.AsyncClient, rabbit_url: str, wait_until: Any, queue_depth: Any
+) -> None:
+    """An operator deletes the queue while the processor is stopped: the publish that meets
+    the gap is a 503; ingest declares its queues again by itself, without a restart."""
+    await asyncio.to_thread(delete_queue, rabbit_url, ACTIVITY_QUEUE)
+    events = [event_payload(event_id=str(uuid.uuid4())), event_payload()]
+    refused = await client.post("/api/v1/activities/batch", json={"events": events})
+    assert refused.status_code == 503, refused.text
+    ids = refused.json()["event_ids"]
+    assert len(ids) == 2
+    assert ids[0] == events[0]["event_id"]
+
+    retry = {"events": [{**event, "event_id": id_} for event, id_ in zip(events, ids, strict=True)]}
+
+    async def accepted() -> bool:  # a client retrying the 503 with the ids it names
+        return (await client.post("/api/v1/activities/batch", json=retry)).status_code == 202
+
+    assert await wait_until(accepted, within=30), "ingest never declared the queue again"
+    # The retry, as one message (the refused publish was returned, not queued).
+    assert await wait_until(lambda: _holds_one(queue_depth()), within=30)
+
+
+async def test_readiness_names_a_missing_queue_until_ingest_declares_it_again(
+    ingest_with: ServiceFactory,
+    rabbit_url: str,
+    tmp_path: Path,
+    wait_until: Any,
+    queue_depth: Any,
+) -> None:
+    """While the queue cannot be declared again (the user may not configure queues for a
+    while), readiness is 503 naming the queue; once it can, ingest declares it again even
+    with no request arriving (a load balancer sends none to an instance that is not ready)."""
+    log = tmp_path / "ingest.log"
+    with ingest_with(stderr=log) as ingest:
+        async with httpx.AsyncClient(base_url=ingest.base_url, timeout=30) as http:
+            ready = await http.get("/health/ready")
+            assert ready.status_code == 200
+            assert ready.json()["checks"]["queue"] == "up"
+
+            await asyncio.to_thread(allow_declaring, rabbit_url, False)
+            try:
+                await asyncio.to_thread(delete_queue, rabbit_url, ACTIVITY_QUEUE)
+                events = [event_payload(event_id=str(uuid.uuid4())), event_payload()]
+                refused = await http.post("/api/v1/activities/batch", json={"events": events})
+                assert refused.status_code == 503, refused.text
+                assert refused.json()["error"] == "broker_unavailable"
+                ids = refused.json()["event_ids"]
+                assert len(ids) == 2
+                assert ids[0] == events[0]["event_id"]
+
+                ready = await http.get("/health/ready")
+                assert ready.status_code == 503, ready.text
+                assert ready.json()["status"] == "unavailable"
+                assert ready.json()["checks"]["queue"] == "missing"
+                assert ready.json()["checks"]["broker"] == "up"
+            finally:
+                await asyncio.to_thread(allow_declaring, rabbit_url, True)
+
+            async def is_ready() -> bool:
+                return (await http.get("/health/ready")).status_code == 200
+
+            assert await wait_until(is_ready, within=30), "the queue was never declared again"
+            retry = [{**event, "event_id": id_} for event, id_ in zip(events, ids, strict=True)]
+            accepted = await http.post("/api/v1/activities/batch", json={"events": retry})
+            assert accepted.status_code == 202, accepted.text
+            assert await wait_until(lambda: _holds_one(queue_depth()), within=30)
+
+            metrics = (await http.get("/metrics")).text
+            assert 'event_tracker_ingest_queue_redeclarations_total{outcome="failed"}' in metrics
+            assert 'event_tracker_ingest_queue_redeclarations_total{outcome="declared"}' in metrics
+
+    lines = log.read_text().splitlines()
+    missing = [line for line in lines if "WARNING" in line and f"queue={ACTIVITY_QUEUE}" in line]
+    assert missing, "no warning names the missing queue"

@@ -63,6 +63,7 @@ async def test_request_id_reaches_processor_logs_and_metrics_count_it(
             ingest_ready = await http.get(f"{ingest.base_url}/health/ready")
             assert ingest_ready.json()["checks"] == {
                 "broker": "up",
+                "queue": "up",
                 "redis": "up",
                 "mongodb": "up",
             }

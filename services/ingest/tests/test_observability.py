@@ -126,5 +126,10 @@ async def test_readiness_is_503_without_the_broker(build_app: BuildApp, rabbit_u
     assert response.status_code == 503
     assert response.json() == {
         "status": "unavailable",
-        "checks": {"broker": "down", "redis": "up", "mongodb": "not_configured"},
+        "checks": {
+            "broker": "down",
+            "queue": "unknown",
+            "redis": "up",
+            "mongodb": "not_configured",
+        },
     }

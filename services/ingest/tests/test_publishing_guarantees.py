@@ -1,5 +1,6 @@
-"""The publisher against the real RabbitMQ: confirms, group commit, what a 503 names, and
-the channel renewed after a publish RabbitMQ refused (basic.nack)."""
+"""The publisher against the real RabbitMQ: confirms, group commit, what a 503 names, the
+channel renewed after a publish RabbitMQ refused (basic.nack), and queues declared again
+after one was deleted."""
 
 import asyncio
 import uuid
@@ -16,8 +17,8 @@ from activity_contract.events import (
     ActivityMessage,
     UnreadableEvent,
 )
-from activity_contract.topology import ACTIVITY_QUEUE
-from activity_testing.rabbitmq import delete_queue, rabbitmqctl, vhost_of
+from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
+from activity_testing.rabbitmq import allow_declaring, delete_queue, rabbitmqctl, vhost_of
 from activity_testing.waiting import wait_until
 from ingest.http.errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
@@ -41,10 +42,16 @@ def message(request_id: str = "request-1") -> ActivityMessage:
 
 
 @pytest.fixture
-async def publisher(rabbit_url: str) -> AsyncIterator[ActivityPublisher]:
+def metrics() -> IngestMetrics:
+    """The publisher's metrics, on a registry of this test's own."""
+    return IngestMetrics(CollectorRegistry())
+
+
+@pytest.fixture
+async def publisher(rabbit_url: str, metrics: IngestMetrics) -> AsyncIterator[ActivityPublisher]:
     """A started publisher on this test's own vhost."""
     settings = IngestSettings(_env_file=None, rabbitmq_url=rabbit_url)
-    publisher = ActivityPublisher(settings, IngestMetrics(CollectorRegistry()))
+    publisher = ActivityPublisher(settings, metrics)
     await publisher.start()
     yield publisher
     await publisher.stop()
@@ -119,6 +126,57 @@ async def test_an_unroutable_publish_is_a_503_naming_every_event_id(
     with pytest.raises(BrokerUnavailableError) as caught:
         await publisher.publish(events)
     assert caught.value.event_ids == [each.event_id for each in events]
+
+
+def _queue_rows(rabbit_url: str) -> dict[str, str]:
+    columns = ("name", "durable", "arguments", "--no-table-headers", "--quiet")
+    output = rabbitmqctl("list_queues", "-p", vhost_of(rabbit_url), *columns)
+    return {line.split("\t")[0]: line for line in output.splitlines() if line}
+
+
+def _redeclarations(metrics: IngestMetrics, outcome: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "event_tracker_ingest_queue_redeclarations_total", {"outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def test_an_unroutable_publish_declares_both_queues_again(
+    publisher: ActivityPublisher, metrics: IngestMetrics, rabbit_url: str
+) -> None:
+    declared = await asyncio.to_thread(_queue_rows, rabbit_url)
+    await asyncio.to_thread(delete_queue, rabbit_url, ACTIVITY_QUEUE)
+    await asyncio.to_thread(delete_queue, rabbit_url, DEAD_LETTER_QUEUE)
+    with pytest.raises(BrokerUnavailableError):
+        await publisher.publish([message()])
+
+    assert await wait_until(lambda: _redeclarations(metrics, "declared") == 1, 30)
+    assert await asyncio.to_thread(_queue_rows, rabbit_url) == declared  # same arguments
+    assert await _published(publisher)
+    assert len(await queued(rabbit_url)) == 1
+
+
+async def test_a_missing_queue_is_reported_and_declared_again_once_it_can_be(
+    publisher: ActivityPublisher, metrics: IngestMetrics, rabbit_url: str
+) -> None:
+    assert await publisher.queues.state() == "up"
+    await asyncio.to_thread(allow_declaring, rabbit_url, False)
+    try:
+        await asyncio.to_thread(delete_queue, rabbit_url, DEAD_LETTER_QUEUE)
+        # Found by the look-up alone: no publish meets the gap (the dead-letter queue
+        # takes none), and an instance that is not ready gets no requests.
+        assert await publisher.queues.state() == "missing"
+        assert await wait_until(lambda: _redeclarations(metrics, "failed") >= 1, 30)
+        assert _redeclarations(metrics, "declared") == 0
+    finally:
+        await asyncio.to_thread(allow_declaring, rabbit_url, True)
+
+    async def up() -> bool:
+        return await publisher.queues.state() == "up"
+
+    assert await wait_until(up, 30), "the dead-letter queue was never declared again"
+    assert DEAD_LETTER_QUEUE in await asyncio.to_thread(_queue_rows, rabbit_url)
+    assert _redeclarations(metrics, "declared") == 1
 
 
 async def _published(publisher: ActivityPublisher) -> bool:

@@ -1,5 +1,7 @@
 """Publishing against the real RabbitMQ: properties, topology, confirms and routing."""
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import aio_pika
@@ -8,10 +10,11 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from activity_contract.events import ActivityMessage
+from activity_contract.events import QUEUE_MESSAGE, ActivityGroupMessage, ActivityMessage
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
 from activity_testing.events import event_payload
-from activity_testing.rabbitmq import rabbitmqctl
+from activity_testing.rabbitmq import allow_declaring, delete_queue, rabbitmqctl
+from activity_testing.waiting import wait_until
 from ingest.app import create_app
 from ingest.settings import IngestSettings
 
@@ -78,3 +81,50 @@ async def test_unroutable_event_is_503_not_202(client: httpx.AsyncClient, rabbit
     assert response.status_code == 503
     assert response.json()["error"] == "broker_unavailable"
     assert response.headers["Retry-After"].isdigit()
+
+
+async def _queued_event_ids(rabbit_url: str) -> list[str]:
+    connection = await aio_pika.connect(rabbit_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(ACTIVITY_QUEUE, passive=True)
+        ids = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            body = QUEUE_MESSAGE.validate_json(message.body)
+            events = body.events if isinstance(body, ActivityGroupMessage) else [body]
+            assert all(isinstance(event, ActivityMessage) for event in events), events
+            ids += [str(event.event_id) for event in events if isinstance(event, ActivityMessage)]
+        return ids
+
+
+async def test_a_deleted_queue_is_a_503_and_unready_until_declared_again(
+    client: httpx.AsyncClient, rabbit_url: str
+) -> None:
+    # Until the test allows it, the queue cannot be declared again: the gap stays open.
+    await asyncio.to_thread(allow_declaring, rabbit_url, False)
+    try:
+        await asyncio.to_thread(delete_queue, rabbit_url, ACTIVITY_QUEUE)
+        events = [event_payload(event_id=str(uuid.uuid4())), event_payload()]
+        refused = await client.post("/api/v1/activities/batch", json={"events": events})
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == "broker_unavailable"
+        ids = refused.json()["event_ids"]
+        assert len(ids) == 2
+        assert ids[0] == events[0]["event_id"]
+
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["status"] == "unavailable"
+        assert ready.json()["checks"]["broker"] == "up"
+        assert ready.json()["checks"]["queue"] == "missing"
+    finally:
+        await asyncio.to_thread(allow_declaring, rabbit_url, True)
+
+    async def is_ready() -> bool:  # probes alone bring the queue back
+        return (await client.get("/health/ready")).status_code == 200
+
+    assert await wait_until(is_ready, 30), "the queue was never declared again"
+    retry = [{**event, "event_id": id_} for event, id_ in zip(events, ids, strict=True)]
+    accepted = await client.post("/api/v1/activities/batch", json={"events": retry})
+    assert accepted.status_code == 202, accepted.text
+    assert sorted(await _queued_event_ids(rabbit_url)) == sorted(ids)

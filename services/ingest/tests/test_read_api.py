@@ -368,7 +368,7 @@ async def test_database_loss_is_a_quick_503_while_writes_go_on(
         assert ready.status_code == 200
         assert ready.json() == {
             "status": "ready",
-            "checks": {"broker": "up", "redis": "up", "mongodb": "down"},
+            "checks": {"broker": "up", "queue": "up", "redis": "up", "mongodb": "down"},
         }
 
 
@@ -432,4 +432,9 @@ async def test_no_database_configured_answers_503(build_app: BuildApp) -> None:
     assert response.json()["error"] == "database_unavailable"
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"broker": "up", "redis": "up", "mongodb": "not_configured"}
+    assert ready.json()["checks"] == {
+        "broker": "up",
+        "queue": "up",
+        "redis": "up",
+        "mongodb": "not_configured",
+    }

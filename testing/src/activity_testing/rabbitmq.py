@@ -145,3 +145,13 @@ class StallingProxy:
 def delete_queue(vhost_url: str, queue: str) -> None:
     """Delete `queue` from the vhost in `vhost_url`, messages and all."""
     rabbitmqctl("delete_queue", "-p", vhost_of(vhost_url), queue)
+
+
+def allow_declaring(vhost_url: str, allowed: bool) -> None:
+    """Let the test user declare queues in the vhost of `vhost_url`, or not.
+
+    Reading and writing stay allowed: a missing queue then stays missing, whoever tries to
+    declare it again, while publishes still reach the broker (and come back unroutable).
+    """
+    configure = ".*" if allowed else "^$"
+    rabbitmqctl("set_permissions", "-p", vhost_of(vhost_url), RABBITMQ_USER, configure, ".*", ".*")

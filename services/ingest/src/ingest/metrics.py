@@ -26,6 +26,13 @@ class IngestMetrics:
             ["error_type"],
             registry=registry,
         )
+        self.queue_redeclarations = Counter(
+            f"{PREFIX}_queue_redeclarations",
+            "Declarations of both queues made again after the activity queue was found "
+            "missing, by outcome (declared, failed).",
+            ["outcome"],
+            registry=registry,
+        )
         self.events_per_message = Histogram(
             f"{PREFIX}_events_per_message",
             "Events carried by each published message (group commit and batches).",

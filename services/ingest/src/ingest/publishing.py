@@ -11,38 +11,25 @@ carrying all its events is confirmed (design §4).
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
 from uuid import UUID
 
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
-from faststream.exceptions import IncorrectState
-from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from aio_pika.exceptions import DeliveryError, PublishError
+from faststream.rabbit import Channel, RabbitBroker
 
 from activity_contract.events import SCHEMA_VERSION, ActivityMessage, QueueMessage
 from activity_contract.settings import BROKER_RECONNECT_SECONDS
 from activity_contract.topology import PUBLISH_OPERATION, activity_queues
 from ingest.http.errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
+from ingest.queues import BROKER_FAILURES, QueueKeeper
 from ingest.settings import IngestSettings
-
-if TYPE_CHECKING:
-    from faststream.rabbit.schemas.queue import ClassicQueueArgs
 
 logger = logging.getLogger(__name__)
 
-# What a publish raises when RabbitMQ is down, slow, or returns the message as unroutable.
-# During a reconnection aio-pika raises ChannelInvalidStateError, a RuntimeError and not an
-# AMQPError; a returned (unroutable) message raises PublishError, an AMQPError.
-PUBLISH_FAILURES = (
-    TimeoutError,
-    AMQPError,
-    ChannelInvalidStateError,
-    ConnectionError,
-    IncorrectState,
-)
 READINESS_PING_SECONDS = 1.0
 # Publishes awaiting their confirm at once; more requests wait and join the next group.
 # Measured (bench/RESULTS.md): 2 keeps a confirm round trip of latency and groups large.
@@ -83,31 +70,30 @@ class ActivityPublisher:
             logger=logging.getLogger("ingest.broker"),  # propagates: follows LOG_FORMAT
             log_level=logging.DEBUG,
         )
-        self._queues = [
-            RabbitQueue(
-                queue.name, durable=True, arguments=cast("ClassicQueueArgs", queue.arguments)
-            )
-            for queue in activity_queues(settings.queue_type, settings.queue_delivery_limit)
-        ]
+        self._timeout = settings.publish_timeout_seconds
+        self.queues = QueueKeeper(
+            self.broker,
+            activity_queues(settings.queue_type, settings.queue_delivery_limit),
+            metrics,
+            self._timeout,
+        )
         self._publisher = self.broker.publisher(
-            self._queues[-1],
+            self.queues.activity_queue,
             persist=True,
             title=PUBLISH_OPERATION.title,
             description=PUBLISH_OPERATION.description,
             schema=QueueMessage,
         )
-        self._timeout = settings.publish_timeout_seconds
         self._group = _Group()
         self._flush_scheduled = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._renewal: asyncio.Task[None] | None = None
-        self._renewed_at = 0.0
+        self._renewed_at = -math.inf  # loop.time() may begin near 0: no renewal yet
 
     async def start(self) -> None:
         """Connect and declare the queues, so events are kept before any processor runs."""
         await self.broker.start()
-        for queue in self._queues:
-            await self.broker.declare_queue(queue)
+        await self.queues.start()
 
     async def stop(self) -> None:
         """Publish what is gathered, wait for the confirms in flight, close the connection."""
@@ -116,6 +102,7 @@ class ActivityPublisher:
             await asyncio.wait(self._in_flight, timeout=self._timeout)
         if self._renewal is not None:
             self._renewal.cancel()
+        await self.queues.stop()
         await self.broker.stop()
 
     async def is_connected(self) -> bool:
@@ -145,7 +132,7 @@ class ActivityPublisher:
             loop.call_soon(self._flush)
         try:
             await waiter
-        except PUBLISH_FAILURES as error:
+        except BROKER_FAILURES as error:
             self._metrics.publish_failures.labels(error_type=type(error).__name__).inc(
                 len(messages)
             )
@@ -191,7 +178,7 @@ class ActivityPublisher:
                     content_type="application/json",
                     timeout=self._timeout,
                 )
-        except PUBLISH_FAILURES as error:
+        except BROKER_FAILURES as error:
             logger.warning(
                 "publish failed",
                 extra={
@@ -202,6 +189,8 @@ class ActivityPublisher:
             )
             if _is_nack(error):
                 self._renew_channel_soon()
+            elif isinstance(error, PublishError):  # returned: no queue took it
+                self.queues.missing(self.queues.activity_queue.name, found_by="unroutable publish")
             _settle(group.waiters, error)
             return
         except BaseException as error:  # cancelled or a bug: never leave a request waiting
@@ -236,7 +225,7 @@ class ActivityPublisher:
         try:
             await channel.close()
             await channel.reopen()
-        except PUBLISH_FAILURES as error:  # the connection's own recovery takes over
+        except BROKER_FAILURES as error:  # the connection's own recovery takes over
             logger.warning("channel renewal failed", extra={"error_type": type(error).__name__})
             return
         logger.info("publishing channel renewed after a nacked publish")

@@ -13,7 +13,8 @@ from ingest.reads import ActivityReader
 
 router = APIRouter(tags=["operations"])
 
-DependencyState = Literal["up", "down", "degraded", "not_configured"]
+# `missing` and `unknown` are the queue's: gone, or RabbitMQ did not say in time.
+DependencyState = Literal["up", "down", "degraded", "not_configured", "missing", "unknown"]
 PING_SECONDS = 1.0
 
 
@@ -50,26 +51,29 @@ async def live() -> Live:
 async def ready(
     request: Request, publisher: PublisherDep, shared_windows: SharedWindowsDep
 ) -> Response:
-    """200 when the broker connection is usable, 503 otherwise; lists every dependency.
+    """200 when the broker connection is usable and the queue exists, else 503.
 
-    Only the broker decides. Without Redis each instance rate limits in memory (design §8),
-    and without MongoDB only the read API fails (503 per request): events are still
-    accepted.
+    Only the broker and its queue decide. Without Redis each instance rate limits in memory
+    (design §8), and without MongoDB only the read API fails (503 per request): events are
+    still accepted. A missing queue is declared again meanwhile (`QueueKeeper`).
     """
-    broker_up, redis_up, mongodb = await asyncio.gather(
+    broker_up, queue, redis_up, mongodb = await asyncio.gather(
         publisher.is_connected(),
+        publisher.queues.state(),
         shared_windows.ping(),
         _mongodb_state(request.app.state.reader),
     )
     checks: dict[str, DependencyState] = {
         "broker": "up" if broker_up else "down",
+        "queue": queue,
         "redis": "up" if redis_up else "degraded",
         "mongodb": mongodb,
     }
-    body = Readiness(status="ready" if broker_up else "unavailable", checks=checks)
+    ready = broker_up and queue != "missing"
+    body = Readiness(status="ready" if ready else "unavailable", checks=checks)
     return Response(
         body.model_dump_json(),
-        status_code=200 if broker_up else 503,
+        status_code=200 if ready else 503,
         media_type="application/json",
     )
 
