@@ -54,9 +54,15 @@ from faststream.rabbit.response import RabbitPublishCommand
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
 from prometheus_client import CollectorRegistry
+from pydantic import JsonValue
 
 from activity_contract.events import ActivityIn, ActivityMessage
-from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE, activity_queues
+from activity_contract.topology import (
+    ACTIVITY_QUEUE,
+    DEAD_LETTER_QUEUE,
+    MAX_MESSAGE_BYTES,
+    activity_queues,
+)
 from activity_testing.faults import OK, FaultPlan
 from activity_testing.simulation import (
     DeadlockError,
@@ -165,6 +171,7 @@ class Swarm:
     dead_letter_queue_deleted_at: float | None
     stop_at: float | None  # None: stop once every client is done
     cancel_at_stop: bool  # uvicorn's graceful shutdown ran out: requests cancelled
+    padding: int = 0  # bytes of metadata per event: 2,000 x 500 events is a 1 MiB batch
 
     @classmethod
     def draw(cls, rng: random.Random) -> "Swarm":
@@ -186,6 +193,7 @@ class Swarm:
             dead_letter_queue_deleted_at=rng.uniform(0, window) if rng.random() < 0.2 else None,
             stop_at=rng.uniform(0, window + timeout) if rng.random() < 0.3 else None,
             cancel_at_stop=rng.random() < 0.3,
+            padding=2000 if max_events == 500 and rng.random() < 0.5 else 0,
         )
 
 
@@ -219,6 +227,7 @@ class FakeBroker:
         self.confirmed_events = 0
         self.queued: dict[UUID, Content] = {}  # every event that may have reached the queue
         self.message_ids: set[str] = set()
+        self.carriers: dict[str | None, str] = {}  # request id -> the message carrying it
         self.publishing = 0  # publishes awaiting their outcome
         self.side_channels = 0  # side channels open
         self.renewing = 0  # publishing channel operations under way
@@ -286,9 +295,16 @@ class FakeBroker:
 
     def _sent(self, cmd: RabbitPublishCommand) -> list[Sent]:
         """The events a publish carries, checked against the requests that carried them."""
-        group_id, events = _parse(cast("bytes", cmd.body))
+        body = cast("bytes", cmd.body)
+        if len(body) > MAX_MESSAGE_BYTES:
+            self.violation(f"a message of {len(body)} bytes, over the {MAX_MESSAGE_BYTES} readable")
+        group_id, events = _parse(body)
         message_id = str(cmd.message_options.get("message_id"))
         request_ids = {event.request_id for event in events}
+        for request_id in request_ids:
+            carried_by = self.carriers.setdefault(request_id, message_id)
+            if carried_by != message_id:
+                self.violation(f"request {request_id} split over messages")
         if group_id is not None:
             expected_id = correlation = group_id
             if message_id in self.message_ids or UUID(group_id) in self.queued:
@@ -589,8 +605,14 @@ class Schedule:
             event_type=self.rng.choice(("page_view", "cart:add")),
             sent_at=now if self.rng.random() < self.swarm.sent_at else None,  # resent as now
             timestamp=now - timedelta(seconds=self.rng.uniform(0, 3600)),
-            metadata={"n": index, "path": f"/{self.rng.randrange(1000)}"},
+            metadata=self._metadata(index),
         )
+
+    def _metadata(self, index: int) -> dict[str, JsonValue]:
+        metadata: dict[str, JsonValue] = {"n": index, "path": f"/{self.rng.randrange(1000)}"}
+        if self.swarm.padding:
+            metadata["pad"] = "x" * self.swarm.padding
+        return metadata
 
     def _spawn(self, client: Awaitable[None]) -> None:
         self.clients.append(self.loop.create_task(client))  # type: ignore[arg-type]

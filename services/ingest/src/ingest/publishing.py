@@ -22,7 +22,7 @@ from faststream.rabbit import Channel, RabbitBroker
 
 from activity_contract.events import SCHEMA_VERSION, ActivityMessage, QueueMessage
 from activity_contract.settings import BROKER_RECONNECT_SECONDS
-from activity_contract.topology import PUBLISH_OPERATION, activity_queues
+from activity_contract.topology import MAX_MESSAGE_BYTES, PUBLISH_OPERATION, activity_queues
 from ingest.http.errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
 from ingest.queues import BROKER_FAILURES, QueueKeeper
@@ -36,7 +36,9 @@ READINESS_PING_SECONDS = 1.0
 MAX_PUBLISHES_IN_FLIGHT = 2
 # A group is published once it holds this many events or bytes, whatever is in flight.
 MAX_GROUP_EVENTS = 1000
-MAX_GROUP_BYTES = 4 * 1024 * 1024
+# The processor reads messages of at most MAX_MESSAGE_BYTES; a group closes before a
+# request's events would take it past that (the margin holds the envelope and commas).
+MAX_GROUP_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 # A channel is opened afresh after a nacked publish at most this often.
 CHANNEL_RENEWAL_SECONDS = 1.0
 
@@ -116,13 +118,18 @@ class ActivityPublisher:
         """
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
+        bodies = [message.model_dump_json(exclude_none=True).encode() for message in messages]
+        size = sum(len(body) for body in bodies)
+        if self._group.events and (
+            self._group.size + size > MAX_GROUP_BYTES
+            or len(self._group.events) + len(bodies) > MAX_GROUP_EVENTS
+        ):
+            self._flush()  # a request's events always travel in one message
         group = self._group
         if group.deadline is None:
             group.deadline = loop.call_later(self._timeout, self._expire, group)
-        for message in messages:
-            body = message.model_dump_json(exclude_none=True).encode()
-            group.events.append(body)
-            group.size += len(body)
+        group.events.extend(bodies)
+        group.size += size
         group.messages.extend(messages)
         group.waiters.append(waiter)
         if len(group.events) >= MAX_GROUP_EVENTS or group.size >= MAX_GROUP_BYTES:
