@@ -785,9 +785,10 @@ def quiet_publisher() -> Iterator[None]:
         each.setLevel(level)
 
 
+@pytest.mark.timeout(900)
 @pytest.mark.usefixtures("no_dotenv", "seeded_ids", "quiet_publisher")
 def test_the_publisher_keeps_its_promises_under_seeded_faults() -> None:
-    explore("ingest publisher", _schedule, REPLAY, DEFAULT_SCHEDULES)
+    explore("ingest publisher", _schedule, REPLAY, DEFAULT_SCHEDULES, budget_seconds=90.0)
 
 
 @pytest.mark.usefixtures("no_dotenv", "seeded_ids", "quiet_publisher")

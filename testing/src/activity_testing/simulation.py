@@ -151,13 +151,17 @@ def explore(
     schedule: Callable[[random.Random, Trace], float],
     replay: str,
     default_schedules: int,
+    budget_seconds: float | None = None,
 ) -> Exploration:
     """Run `schedule` on many seeds; raise `ScheduleFailedError` naming the first failing one.
 
     `EXPLORE_SEED=n` runs seed n alone; `EXPLORE_SCHEDULES=n` sets how many seeds (from
     `EXPLORE_FIRST_SEED`, default 0). `replay` is the command that replays a seed, with
-    `{seed}` in it.
+    `{seed}` in it. Without `EXPLORE_SCHEDULES`, the run also stops once `budget_seconds`
+    of real time are spent (a loaded machine runs fewer seeds; the count is reported).
     """
+    if "EXPLORE_SCHEDULES" in os.environ or "EXPLORE_SEED" in os.environ:
+        budget_seconds = None
     if "EXPLORE_SEED" in os.environ:
         seeds = range(int(os.environ["EXPLORE_SEED"]), int(os.environ["EXPLORE_SEED"]) + 1)
     else:
@@ -165,7 +169,11 @@ def explore(
         seeds = range(first, first + int(os.environ.get("EXPLORE_SCHEDULES", default_schedules)))
     started = time.perf_counter()
     virtual = 0.0
+    ran = 0
     for seed in seeds:
+        if budget_seconds is not None and time.perf_counter() - started > budget_seconds:
+            break
+        ran += 1
         trace = Trace(seed)
         try:
             virtual += schedule(random.Random(seed), trace)  # noqa: S311 - a reproducible seed
@@ -176,6 +184,6 @@ def explore(
                 f"{name}: seed {seed} broke an invariant: {type(failure).__name__}: {failure}\n"
                 f"last steps of the schedule:\n  {steps}\nreplay it alone: {command}"
             ) from failure
-    result = Exploration(name, len(seeds), time.perf_counter() - started, virtual)
+    result = Exploration(name, ran, time.perf_counter() - started, virtual)
     EXPLORATIONS.append(result)
     return result
