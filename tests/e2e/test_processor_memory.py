@@ -35,7 +35,7 @@ from activity_contract.events import MAX_METADATA_BYTES, ActivityGroupMessage, A
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
 from activity_testing.events import event_payload
 from activity_testing.processes import SecantusServer, ServiceProcess
-from activity_testing.rabbitmq import rabbitmqctl, vhost_of
+from activity_testing.rabbitmq import rabbitmqctl, ready_messages, vhost_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -218,17 +218,8 @@ async def _consumed_at_least(processor: ServiceProcess, expected: int) -> bool:
     return await _samples(processor, f"{PREFIX}_messages_consumed_total") >= expected
 
 
-async def _ready(rabbit_url: str) -> int:
-    """Messages ready in the activity queue, as the queue itself counts them now."""
-    connection = await aio_pika.connect(rabbit_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(ACTIVITY_QUEUE, passive=True)
-        return queue.declaration_result.message_count or 0
-
-
 async def _ready_is(rabbit_url: str, expected: int) -> bool:
-    return await _ready(rabbit_url) == expected
+    return await ready_messages(rabbit_url, ACTIVITY_QUEUE) == expected
 
 
 async def _equals(value: Any, expected: int) -> bool:

@@ -18,7 +18,6 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import aio_pika
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,6 +26,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
 from activity_testing.processes import SecantusServer, ServiceProcess
+from activity_testing.rabbitmq import ready_messages
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -106,8 +106,8 @@ async def test_shutdown_in_an_outage_requeues_events_that_only_met_write_concern
     # Each message was either requeued or returned when the connection closed.
     assert await wait_until(lambda: _ready_at_least(rabbit_url, 1), within=15), (
         "the processor acknowledged messages whose writes were never confirmed durable: "
-        f"{await _ready(rabbit_url, ACTIVITY_QUEUE)} ready in the queue, "
-        f"{await _ready(rabbit_url, DEAD_LETTER_QUEUE)} dead-lettered, "
+        f"{await ready_messages(rabbit_url, ACTIVITY_QUEUE)} ready in the queue, "
+        f"{await ready_messages(rabbit_url, DEAD_LETTER_QUEUE)} dead-lettered, "
         f"{await activities.count_documents({})} of {EVENTS} events stored"
     )
 
@@ -213,14 +213,5 @@ async def _count_is(collection: AsyncCollection[Document], expected: int) -> boo
     return await collection.count_documents({}) == expected
 
 
-async def _ready(rabbit_url: str, queue_name: str) -> int:
-    """Messages ready in a queue, as the queue itself counts them now (no statistics lag)."""
-    connection = await aio_pika.connect(rabbit_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(queue_name, passive=True)
-        return queue.declaration_result.message_count or 0
-
-
 async def _ready_at_least(rabbit_url: str, expected: int) -> bool:
-    return await _ready(rabbit_url, ACTIVITY_QUEUE) >= expected
+    return await ready_messages(rabbit_url, ACTIVITY_QUEUE) >= expected

@@ -188,7 +188,7 @@ async def test_every_outcome_resolves_when_the_group_is_cancelled() -> None:
 
     async def hangs(_: Sequence[str]) -> None:
         started.set()
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # never answers
 
     store.on_insert = hangs
     writer = BulkWriter(store, batch_size=2, max_wait=60)
@@ -303,7 +303,7 @@ async def test_each_call_to_the_store_is_abandoned_after_attempt_timeout(hook: s
     async def hangs_once(_: Sequence[str]) -> None:
         if not hung.is_set():
             hung.set()
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # never answers
 
     setattr(store, hook, hangs_once)
     policy = RetryPolicy(first_delay=0.01, max_delay=0.01, give_up_after=30, attempt_timeout=0.2)

@@ -6,7 +6,6 @@ to leave such a message unacknowledged forever when it could not be read.
 """
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,20 +19,10 @@ from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
 from activity_testing.events import event_payload
 from activity_testing.waiting import wait_until
 from processor.app import build_processor, declare_topology
-from processor.documents import init_documents, mongo_client
 from processor.metrics import ProcessorMetrics
 from processor.settings import ProcessorSettings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def database(
-    mongo_server_url: str, mongo_database: str
-) -> AsyncIterator[AsyncDatabase[dict[str, object]]]:
-    client = mongo_client(mongo_server_url)
-    yield await init_documents(client, mongo_database)
-    await client.close()
 
 
 async def test_messages_under_a_fanout_binding_are_settled(

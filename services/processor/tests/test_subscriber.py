@@ -29,7 +29,7 @@ from activity_contract.events import ActivityGroupMessage, ActivityIn, ActivityM
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE, MAX_MESSAGE_BYTES
 from activity_testing.events import event_payload
 from processor.app import build_processor
-from processor.documents import Activity, init_documents, mongo_client
+from processor.documents import Activity
 from processor.metrics import ProcessorMetrics
 from processor.settings import ProcessorSettings
 
@@ -50,15 +50,6 @@ class Outcomes:
 
     def reasons(self) -> list[str]:
         return [m.headers["x-dead-letter-reason"] for m in self.dead_letters]
-
-
-@pytest.fixture
-async def database(
-    mongo_server_url: str, mongo_database: str
-) -> AsyncIterator[AsyncDatabase[dict[str, object]]]:
-    client = mongo_client(mongo_server_url)
-    yield await init_documents(client, mongo_database)
-    await client.close()
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+import aio_pika
+
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 RABBITMQ_USER = "guest"
 
@@ -155,3 +157,16 @@ def allow_declaring(vhost_url: str, allowed: bool) -> None:
     """
     configure = ".*" if allowed else "^$"
     rabbitmqctl("set_permissions", "-p", vhost_of(vhost_url), RABBITMQ_USER, configure, ".*", ".*")
+
+
+async def ready_messages(vhost_url: str, queue: str) -> int:
+    """Messages ready in a queue, as the queue itself counts them now.
+
+    A passive declare: unlike `rabbitmqctl list_queues`, whose quorum-queue figures lag,
+    this is the queue's own count at this moment.
+    """
+    connection = await aio_pika.connect(vhost_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
