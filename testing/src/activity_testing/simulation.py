@@ -3,15 +3,18 @@
 Real asyncio code runs on an event loop whose clock is virtual: when nothing is ready the
 clock jumps to the next timer, so a 60 s retry budget costs no real time and every run
 of one seed takes the same path. A task that would wait forever (nothing ready, no timer)
-is a `DeadlockError`. Every random choice comes from one `random.Random(seed)`; a failing seed
+is a `DeadlockError`; a task that spins without letting the clock move is a
+`LivelockError`. Every random choice comes from one `random.Random(seed)`; a failing seed
 is reported with the one command that replays it.
 """
 
 import asyncio
+import math
 import os
 import random
 import selectors
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,6 +28,15 @@ HASH_SEED = "0"
 
 class DeadlockError(RuntimeError):
     """Nothing is ready and no timer is set: some task waits for what never comes."""
+
+
+class LivelockError(RuntimeError):
+    """The loop keeps running callbacks while the clock never moves: some task spins."""
+
+
+# Loop iterations in a row at one instant before the run counts as spinning; the busiest
+# schedule settles a few hundred messages, each a few dozen iterations.
+SPIN_LIMIT = 200_000
 
 
 class _Keys(Mapping[Any, selectors.SelectorKey]):
@@ -47,6 +59,7 @@ class _InstantSelector(selectors.BaseSelector):
     def __init__(self, loop: "VirtualClockLoop") -> None:
         self._loop = loop
         self._keys: dict[Any, selectors.SelectorKey] = {}
+        self._still = 0
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         key = selectors.SelectorKey(fileobj, fileobj, events, data)
@@ -59,7 +72,16 @@ class _InstantSelector(selectors.BaseSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is None:
             raise DeadlockError("nothing is ready and no timer is set: a task waits forever")
-        self._loop.advance(timeout)
+        moved = self._loop.catch_up_with_timers(timeout)
+        if moved:
+            self._still = 0
+            return []
+        self._still += 1
+        if self._still > SPIN_LIMIT:
+            ready = list(self._loop._ready)[:3]
+            raise LivelockError(
+                f"{SPIN_LIMIT:,} loop iterations without the clock moving; ready: {ready}"
+            )
         return []
 
     def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
@@ -72,6 +94,11 @@ class _InstantSelector(selectors.BaseSelector):
 class VirtualClockLoop(asyncio.SelectorEventLoop):
     """An event loop on virtual time: no real I/O, no real waiting."""
 
+    # asyncio's own, not in its stubs: what is ready, the timer heap, the timer slack.
+    _ready: deque[asyncio.Handle]
+    _scheduled: list[asyncio.TimerHandle]
+    _clock_resolution: float
+
     def __init__(self) -> None:
         """Start the clock at zero."""
         self._now = 0.0
@@ -82,8 +109,24 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         return self._now
 
     def advance(self, seconds: float) -> None:
-        """Move the clock forward (never back)."""
-        self._now += max(seconds, 0.0)
+        """Move the clock forward (never back), by at least one step when asked to move."""
+        if seconds > 0:
+            self._now = max(self._now + seconds, math.nextafter(self._now, math.inf))
+
+    def catch_up_with_timers(self, timeout: float) -> bool:
+        """Wait `timeout`, then move on to every timer the loop is about to run.
+
+        asyncio runs a timer up to its clock's resolution early, which is harmless while
+        real time moves on; here the clock would stay short of the deadline, and a task
+        that waits for it would wait again at the same instant for ever. So the clock
+        first reaches the latest timer that will run. Returns whether it moved.
+        """
+        before = self._now
+        self.advance(timeout)
+        horizon = self._now + self._clock_resolution
+        due = [handle.when() for handle in self._scheduled if handle.when() < horizon]
+        self._now = max([self._now, *due])
+        return self._now > before
 
     def utcnow(self) -> datetime:
         """The virtual clock as an aware UTC datetime."""
@@ -177,7 +220,7 @@ def explore(
         trace = Trace(seed)
         try:
             virtual += schedule(random.Random(seed), trace)  # noqa: S311 - a reproducible seed
-        except (AssertionError, DeadlockError, RecursionError) as failure:
+        except (AssertionError, DeadlockError, LivelockError, RecursionError) as failure:
             steps = "\n  ".join(trace.steps[-60:])
             command = replay.format(seed=seed)
             raise ScheduleFailedError(
