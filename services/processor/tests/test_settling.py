@@ -14,7 +14,7 @@ import pytest
 from faststream.asgi import AsgiFastStream
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.testing import TestRabbitBroker
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, make_asgi_app
 from pymongo import AsyncMongoClient
 
 from activity_contract.events import ActivityIn
@@ -168,3 +168,15 @@ async def _wait_for_one(
 
         assert await wait_until(arrived, within, interval=0.1), f"nothing reached {queue_name}"
     return received[0]
+
+
+async def test_metrics_are_served_in_prometheus_text_format() -> None:
+    registry = CollectorRegistry()
+    ProcessorMetrics(registry)
+    app = AsgiFastStream(RabbitBroker(), asgi_routes=[("/metrics", make_asgi_app(registry))])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://p") as http:
+        response = await http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "event_tracker_processor_events_persisted_total 0.0" in response.text

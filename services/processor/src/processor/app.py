@@ -11,7 +11,7 @@ from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.message import RabbitMessage
 from faststream.specification import AsyncAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, make_asgi_app
 from pymongo.asynchronous.database import AsyncDatabase
 
 from activity_contract.events import QueueMessage
@@ -33,7 +33,7 @@ from processor.documents import (
     mongo_client,
 )
 from processor.handlers import ActivityHandler, read_message
-from processor.health import health_routes, metrics_route
+from processor.health import health_routes
 from processor.metrics import ProcessorMetrics
 from processor.settings import ProcessorSettings
 
@@ -198,7 +198,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         logger=logging.getLogger("processor.app"),
         asgi_routes=[
             *health_routes(broker, client, handler.progress),
-            metrics_route(metrics.registry),
+            ("/metrics", make_asgi_app(metrics.registry)),
             *renderer_routes(renderer),
         ],
         asyncapi_path=asyncapi_page_route(renderer),

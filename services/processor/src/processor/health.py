@@ -6,7 +6,6 @@ import json
 from faststream.asgi import AsgiResponse, get
 from faststream.asgi.handlers import HttpHandler
 from faststream.rabbit import RabbitBroker
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pymongo import AsyncMongoClient
 
 from processor.handlers import Progress
@@ -53,16 +52,3 @@ def health_routes(
         )
 
     return [("/health/live", live), ("/health/ready", ready)]
-
-
-def metrics_route(registry: CollectorRegistry) -> tuple[str, HttpHandler]:
-    """`/metrics`: the registry in Prometheus text format."""
-
-    @get(include_in_schema=False)
-    async def metrics(_: object) -> AsgiResponse:
-        """Every processor metric."""
-        return AsgiResponse(
-            generate_latest(registry), 200, headers={"content-type": CONTENT_TYPE_LATEST}
-        )
-
-    return ("/metrics", metrics)
