@@ -27,7 +27,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import PyMongoError
 
 from activity_contract.topology import ACTIVITY_QUEUE
-from activity_testing.processes import RedisServer, SecantusServer, free_port
+from activity_testing.processes import RedisServer, SecantusServer, ServiceProcess, free_port
 from activity_testing.rabbitmq import DEFAULT_RABBITMQ_URL, rabbit_vhost, rabbitmqctl
 
 # Far above anything one machine can offer, so the limiter never answers 429 here.
@@ -87,8 +87,8 @@ def event_tracker_spec() -> SystemSpec:
     )
 
 
-class Service:
-    """One service in a child process, its output in a log file, ready on /health/ready."""
+class Service(ServiceProcess):
+    """A service of the system under test, its output in a log file, ready on /health/ready."""
 
     def __init__(
         self,
@@ -100,70 +100,35 @@ class Service:
         log: Path,
     ) -> None:
         """Prepare `command` with `env` added to this environment, serving HTTP on `port`."""
-        self.name = name
-        self.command = list(command)
-        self.env = {**os.environ, **env}
-        self.port = port
-        self.cwd = cwd
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """Its process id while it runs."""
-        return self.process.pid if self.process and self.process.poll() is None else None
+        super().__init__(
+            name, env, port, stderr=log, command=command, cwd=cwd, ready_path="/health/ready"
+        )
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> "Service":
         """Start it and wait until `/health/ready` answers 200."""
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - our own services, fixed commands
-                self.command,
-                env=self.env,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.port}/health/ready"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code, self.process = self.process.returncode, None
-                raise RuntimeError(f"{self.name} exited with {code}:\n{self.tail()}")
-            with (
-                contextlib.suppress(OSError, urllib.error.URLError),
-                urllib.request.urlopen(url, timeout=1) as answer,
-            ):
-                if answer.status == 200:
-                    return self
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"{self.name} not ready in {timeout:.0f} s:\n{self.tail()}")
+        super().start(timeout)
+        return self
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout`; say so when it had failed by itself."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                for pid in descendants(self.process.pid):  # its workers would outlive it
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-                self.process.kill()
-                self.process.wait()
-                say(f"  {self.name} ignored SIGTERM for {timeout:.0f} s: killed")
-        elif self.process.returncode not in (0, -signal.SIGTERM):
-            say(f"  {self.name} had exited with {self.process.returncode}:\n{self.tail()}")
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Stop it; say so when it had failed by itself or ignored SIGTERM."""
+        process = self.process
+        if process is None:
+            return 0
+        failed_alone = process.poll() is not None
+        began = time.monotonic()
+        code = super().stop(sig, timeout)
+        if failed_alone and code not in (0, -signal.SIGTERM):
+            say(f"  {self.name} had exited with {code}:\n{self.tail()}")
+        elif code == -signal.SIGKILL and time.monotonic() - began >= timeout:
+            say(f"  {self.name} ignored SIGTERM for {timeout:.0f} s: killed")
         self.process = None
+        return code
 
     def metric(self, name: str) -> float | None:
         """The value of one unlabelled metric on its /metrics; None when it does not answer."""
-        url = f"http://127.0.0.1:{self.port}/metrics"
+        url = f"{self.base_url}/metrics"
         try:
-            with urllib.request.urlopen(url, timeout=METRICS_TIMEOUT_SECONDS) as answer:
+            with urllib.request.urlopen(url, timeout=METRICS_TIMEOUT_SECONDS) as answer:  # noqa: S310
                 text = answer.read().decode()
         except (OSError, urllib.error.URLError):
             return None
@@ -171,13 +136,6 @@ class Service:
             if line.startswith(f"{name} "):
                 return float(line.split()[-1])
         return 0.0  # a counter not yet incremented is not listed by every client library
-
-    def tail(self, lines: int = 15) -> str:
-        """The last lines of its log."""
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 @contextlib.contextmanager
@@ -306,19 +264,6 @@ def rabbitmq_pid() -> int | None:
         return int(status["pid"])
     except (RuntimeError, OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (Linux /proc)."""
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
-            with contextlib.suppress(OSError, ValueError):
-                below = [int(child) for child in children.read_text().split()]
-                found += below
-                todo += below
-    return found
 
 
 def cpu_seconds(pid: int | None) -> float | None:

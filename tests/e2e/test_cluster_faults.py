@@ -476,7 +476,7 @@ async def test_every_accepted_event_is_stored_once_while_cluster_nodes_crash(
 
     async with httpx.AsyncClient(base_url=ingest.base_url, timeout=30) as http:
         for service in (ingest, processor):
-            assert await wait_until(lambda s=service: _ready(s), WITHIN), f"{service.module}"
+            assert await wait_until(lambda s=service: _ready(s), WITHIN), f"{service.name}"
         assert len((await queue())["online"]) == 3  # a replica on each node
         load = ClientLoad(http)
         posting = asyncio.create_task(load.run())

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -116,19 +116,34 @@ class SecantusServer:
 
 
 class ServiceProcess:
-    """One of the services (`python -m ingest` / `python -m processor`) in a child process."""
+    """A service in a child process: `python -m <name>` unless `command` says otherwise.
+
+    The one way tests, the benchmark and `make run` start, wait for and stop a service.
+    """
 
     def __init__(
-        self, module: str, env: Mapping[str, str], port: int, *, stderr: Path | None = None
+        self,
+        name: str,
+        env: Mapping[str, str],
+        port: int,
+        *,
+        stderr: Path | None = None,
+        command: Sequence[str] | None = None,
+        cwd: Path | None = None,
+        ready_path: str = "/health/live",
     ) -> None:
-        """Prepare `module` with `env` added to this environment, serving HTTP on `port`.
+        """Prepare the service with `env` added to this environment, serving HTTP on `port`.
 
-        With `stderr`, the service's standard error (its log lines) goes to that file.
+        With `stderr`, its log lines (and anything it prints) go to that file, appended.
+        `start()` waits until `ready_path` answers 200.
         """
-        self.module = module
+        self.name = name
+        self.command = list(command or [sys.executable, "-m", name])
         self.env = {**os.environ, **env}
         self.port = port
         self.stderr = stderr
+        self.cwd = cwd
+        self.ready_path = ready_path
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -136,35 +151,63 @@ class ServiceProcess:
         """Its HTTP address."""
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """Its process id while it runs."""
+        return self.process.pid if self.process and self.process.poll() is None else None
+
     def start(self, timeout: float = 60.0) -> "ServiceProcess":
-        """Start it and wait until `/health/live` answers."""
+        """Start it and wait until its `ready_path` answers 200."""
         with contextlib.ExitStack() as files:
-            stderr = files.enter_context(self.stderr.open("ab")) if self.stderr else None
+            log = files.enter_context(self.stderr.open("ab")) if self.stderr else None
             self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module],
+                self.command,
                 env=self.env,
+                cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
-                stderr=stderr,
+                stdout=log,  # a baseline's own output too, never the bench's table
+                stderr=log,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.module} exited with {self.process.returncode}")
-            health = f"{self.base_url}/health/live"
+                code = self.process.returncode
+                raise RuntimeError(f"{self.name} exited with {code}{self._tail()}")
             with (
                 contextlib.suppress(OSError, urllib.error.URLError),
-                urllib.request.urlopen(health, timeout=1),  # noqa: S310 - our own http URL
+                urllib.request.urlopen(f"{self.base_url}{self.ready_path}", timeout=1),  # noqa: S310
             ):
                 return self
             time.sleep(0.1)
-        raise TimeoutError(f"{self.module} did not become live in {timeout} s")
+        self.stop()
+        raise TimeoutError(
+            f"{self.name} did not answer {self.ready_path} in {timeout} s{self._tail()}"
+        )
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
-        """Send `sig` and wait; return the exit code."""
+        """Send `sig` and wait (then kill it and its workers); return the exit code."""
         if self.process is None:
             return 0
-        end_process(self.process, sig, timeout)
+        if self.process.poll() is None:
+            workers = descendants(self.process.pid)
+            end_process(self.process, sig, timeout)
+            for pid in workers:  # uvicorn's workers would outlive a killed parent
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
         return self.process.returncode
+
+    def tail(self, lines: int = 15) -> str:
+        """The last lines of its log file ("" without one)."""
+        if self.stderr is None:
+            return ""
+        try:
+            return "\n".join(self.stderr.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _tail(self) -> str:
+        tail = self.tail()
+        return f":\n{tail}" if tail else ""
 
     def __enter__(self) -> "ServiceProcess":
         """Start the service."""
@@ -173,6 +216,19 @@ class ServiceProcess:
     def __exit__(self, *_: object) -> None:
         """Stop the service."""
         self.stop()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (its workers), from Linux /proc."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                below = [int(child) for child in children.read_text().split()]
+                found += below
+                todo += below
+    return found
 
 
 # A fixture's maker of service processes (`ingest_with` in tests/e2e/conftest.py).
