@@ -325,6 +325,28 @@ async def test_drain_writes_what_is_pending() -> None:
     assert await pending is WriteOutcome.STORED
 
 
+async def test_while_every_slot_is_busy_flushed_messages_join_one_group() -> None:
+    """A backlog of small messages, each flushed, is written in full groups."""
+    store = Store()
+    release = asyncio.Event()
+
+    async def slow(_: Sequence[str]) -> None:
+        await release.wait()
+
+    store.on_insert = slow
+    writer = BulkWriter(store, 100, 60, RetryPolicy(concurrent_groups=1))
+    first = asyncio.ensure_future(writer.write_many(["m0-a", "m0-b"], flush=True))
+    assert await wait_until(lambda: store.calls, 5, interval=0.001)  # holds the only slot
+    rest = [
+        asyncio.ensure_future(writer.write_many([f"m{i}-a", f"m{i}-b"], flush=True))
+        for i in range(1, 10)
+    ]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+    assert [len(call) for call in store.calls] == [2, 18]
+
+
 @pytest.mark.parametrize("size", [1, 7, 500])
 async def test_groups_never_exceed_batch_size(size: int) -> None:
     store = Store()

@@ -69,7 +69,8 @@ class RetryPolicy:
     give_up_after: float = 60.0
     # Each call to the database (insert, check, delete) is abandoned after this long.
     attempt_timeout: float = 10.0
-    # Groups written at once; the others wait their turn before their clocks start. Measured
+    # Groups written at once; the next one is formed when a slot frees, and its clocks start
+    # then. Measured
     # (bench/RESULTS.md, 2026-12-03): unbounded, a 20,000-event backlog became 40 inserts in
     # flight, most over the attempt timeout, abandoned and written again.
     concurrent_groups: int = 4
@@ -128,7 +129,9 @@ class BulkWriter(Generic[DocumentT]):
         self._retry = retry or RetryPolicy()
         self._pending: list[_Pending[DocumentT]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._groups: set[asyncio.Task[None]] = set()
+        self._groups: set[asyncio.Task[None]] = set()  # writers, waiting for a slot or writing
+        self._writer_waiting = False  # at most one writer waits for a slot at a time
+        self._due = 0  # how many of the oldest pending documents are to be written now
         self._slots = asyncio.Semaphore(self._retry.concurrent_groups)
         self._give_up_at: float | None = None  # loop time after which retries stop
 
@@ -170,21 +173,54 @@ class BulkWriter(Generic[DocumentT]):
             await asyncio.gather(*self._groups, return_exceptions=True)
 
     def _flush(self) -> None:
+        """Let everything pending now be written as soon as a slot is free."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        while self._pending:
-            group = self._pending[: self._batch_size]
-            del self._pending[: self._batch_size]
-            task = asyncio.create_task(self._write_group(group))
+        self._due = len(self._pending)
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        if self._pending and not self._writer_waiting:
+            self._writer_waiting = True
+            task = asyncio.create_task(self._write_next())
             self._groups.add(task)
             task.add_done_callback(self._groups.discard)
+
+    async def _write_next(self) -> None:
+        """Wait for a slot, then write the oldest pending documents, a group's worth at most.
+
+        The group is formed once its slot is free, not when it was flushed: while every slot
+        is busy, what arrives meanwhile joins it, so a backlog of small messages is written
+        in full groups rather than one small insert (and two erasure checks) per message.
+        """
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            # Cancelled while waiting (the loop is going away): nothing of it was written.
+            self._writer_waiting = False
+            _resolve(self._pending, [WriteOutcome.RETRY_LATER] * len(self._pending))
+            self._pending.clear()
+            raise
+        self._writer_waiting = False
+        try:
+            group = self._pending[: self._batch_size]
+            del self._pending[: len(group)]
+            self._due = max(self._due - len(group), 0)
+            if self._due or len(self._pending) >= self._batch_size:
+                self._start_writer()
+            elif self._pending and self._timer is None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self._max_wait, self._flush)
+            if group:
+                await self._write_group(group)
+        finally:
+            self._slots.release()
 
     async def _write_group(self, group: list[_Pending[DocumentT]]) -> None:
         outcomes = [WriteOutcome.RETRY_LATER] * len(group)
         try:
-            async with self._slots:
-                await self._write([entry.document for entry in group], outcomes)
+            await self._write([entry.document for entry in group], outcomes)
         except BaseException:
             # Cancelled, or a bug in this module: nothing was checked against erasures
             # after its insert, so every message of the group goes back to the queue.
