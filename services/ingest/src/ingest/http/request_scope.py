@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ingest.http.access_log import log_request, route_template
 from ingest.http.errors import internal_error_response
 from ingest.http.metrics import CLIENT_CLOSED_REQUEST, METRICS_PATH, HttpMetrics
+from ingest.http.paths import route_path
 from ingest.http.request_ids import HEADER, request_id_of, request_id_set
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class RequestScope:
                     raise
                 await internal_error_response()(scope, receive, send_with_id)
             finally:
-                if scope["path"] != METRICS_PATH:
+                if route_path(scope) != METRICS_PATH:
                     seconds = time.perf_counter() - started
                     route = route_template(scope)
                     log_request(scope["method"], route, status or 500, seconds)
