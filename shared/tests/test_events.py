@@ -249,6 +249,41 @@ def test_sent_at_without_timestamp_means_the_time_received() -> None:
     assert message.original_timestamp is None
 
 
+@pytest.mark.parametrize(
+    ("sent", "client_timestamp"),
+    [
+        ({}, None),
+        ({"sent_at": "2020-01-01T00:00:00Z"}, None),
+        ({"timestamp": "2026-06-01T07:00:00Z"}, datetime(2026, 6, 1, 7, tzinfo=UTC)),
+        (
+            {"timestamp": "2026-06-01T15:00:00Z", "sent_at": "2026-06-01T15:00:30Z"},
+            datetime(2026, 6, 1, 15, tzinfo=UTC),
+        ),
+    ],
+    ids=["none", "sent-at-only", "timestamp", "corrected"],
+)
+def test_the_message_tells_the_clients_own_timestamp_from_the_one_ingest_stamped(
+    sent: dict[str, str], client_timestamp: datetime | None
+) -> None:
+    event = ActivityIn.model_validate(event_payload(**sent))
+    first = event.to_message(datetime(2026, 6, 1, 12, tzinfo=UTC))
+    retry = event.to_message(datetime(2026, 6, 1, 12, 5, tzinfo=UTC))
+    assert first.timestamp_assigned is retry.timestamp_assigned is (client_timestamp is None)
+    assert first.client_timestamp == retry.client_timestamp == client_timestamp
+    read_back = ActivityMessage.model_validate_json(first.model_dump_json(exclude_none=True))
+    assert read_back.client_timestamp == client_timestamp
+
+
+def test_a_message_of_an_older_producer_had_its_timestamp_from_the_client() -> None:
+    """Without the field the timestamp counts as the client's, as before it existed."""
+    message = ActivityMessage.model_validate(
+        event_payload(timestamp="2026-06-01T07:00:00Z")
+        | {"event_id": str(uuid.uuid4()), "received_at": "2026-06-01T12:00:00Z"}
+    )
+    assert message.timestamp_assigned is False
+    assert message.client_timestamp == datetime(2026, 6, 1, 7, tzinfo=UTC)
+
+
 def test_the_future_rule_applies_to_the_corrected_timestamp() -> None:
     now = datetime.now(UTC)
     ahead = now + timedelta(hours=30)  # a clock 30 h fast: its own "now" is fine

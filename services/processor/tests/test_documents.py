@@ -5,17 +5,20 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
+from bson import decode
 
 from activity_contract.erasure import erasure_time
 from activity_contract.events import ActivityIn, ActivityMessage, ActivityOut
 from activity_contract.storage import ACTIVITIES_COLLECTION, ERASURES_COLLECTION
 from activity_testing.events import event_payload
 from processor.documents import (
+    CODEC_OPTIONS,
     Activity,
     ActivityStore,
     EncodedActivity,
     init_documents,
     mongo_client,
+    same_client_content,
 )
 
 
@@ -26,9 +29,86 @@ def stored_form(**overrides: object) -> dict[str, object]:
 
 
 def test_the_stored_form_has_exactly_the_documents_fields() -> None:
-    form = stored_form(timestamp="2026-06-01T15:00:00Z", sent_at="2026-06-01T15:00:05Z")
+    corrected = stored_form(timestamp="2026-06-01T15:00:00Z", sent_at="2026-06-01T15:00:05Z")
+    assigned = stored_form()  # no timestamp sent
     declared = set(Activity.model_fields) - {"id", "revision_id"} | {"_id"}
-    assert set(form) == declared
+    assert set(corrected) | set(assigned) == declared
+    assert set(corrected) ^ set(assigned) == {"original_timestamp", "timestamp_assigned"}
+
+
+RECEIVED = datetime(2026, 6, 1, 12, tzinfo=UTC)
+EVENT_ID = str(uuid4())
+
+
+def a_try(received_at: datetime, **sent: object) -> ActivityMessage:
+    """One try of the event `EVENT_ID` as ingest publishes it, received at `received_at`."""
+    payload = event_payload(event_id=EVENT_ID, **sent)
+    return ActivityIn.model_validate(payload).to_message(received_at)
+
+
+def stored_try(**sent: object) -> dict[str, object]:
+    """The first try as stored (times at BSON's milliseconds, as read back)."""
+    encoded = EncodedActivity.of(a_try(RECEIVED, **sent), RECEIVED, redelivered=False)
+    return dict(decode(encoded.bson.raw, codec_options=CODEC_OPTIONS))
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        {},
+        {"sent_at": "2026-06-01T11:00:00Z"},
+        {"timestamp": "2026-06-01T07:00:00.123456Z"},
+        {"timestamp": "2026-06-01T15:00:00Z", "sent_at": "2026-06-01T15:00:05Z"},
+    ],
+    ids=["no-timestamp", "sent-at-only", "timestamp", "corrected"],
+)
+def test_a_retry_of_what_the_client_sent_is_the_same_content(sent: dict[str, str]) -> None:
+    """Received later (and for sent_at, sent later too): ingest's stamps differ, not the event."""
+    later = RECEIVED + timedelta(minutes=3)
+    retry_sent = dict(sent)
+    if "sent_at" in sent:
+        retry_sent["sent_at"] = "2026-06-01T15:03:07Z"
+    assert same_client_content(a_try(later, **retry_sent), stored_try(**sent))
+
+
+@pytest.mark.parametrize(
+    ("first", "retry"),
+    [
+        ({}, {"user_id": "other"}),
+        ({}, {"event_type": "other"}),
+        ({}, {"metadata": {"path": "/other"}}),
+        ({}, {"timestamp": "2026-06-01T12:00:00Z"}),  # the receipt time of the first try
+        ({"timestamp": "2026-06-01T07:00:00Z"}, {}),
+        ({"timestamp": "2026-06-01T07:00:00Z"}, {"timestamp": "2026-06-01T07:00:01Z"}),
+        (
+            {"timestamp": "2026-06-01T15:00:00Z", "sent_at": "2026-06-01T15:00:05Z"},
+            {"timestamp": "2026-06-01T15:00:01Z", "sent_at": "2026-06-01T15:00:05Z"},
+        ),
+    ],
+    ids=[
+        "user",
+        "type",
+        "metadata",
+        "timestamp-added",
+        "timestamp-dropped",
+        "timestamp",
+        "corrected-timestamp",
+    ],
+)
+def test_other_content_under_the_same_id_is_not_the_same(
+    first: dict[str, str], retry: dict[str, object]
+) -> None:
+    assert not same_client_content(a_try(RECEIVED, **retry), stored_try(**first))
+
+
+def test_documents_and_messages_from_before_the_flag_compare_their_timestamps() -> None:
+    """Stored or published without `timestamp_assigned`: the timestamp counts as sent."""
+    old = a_try(RECEIVED).model_copy(update={"timestamp_assigned": False})
+    stored = stored_try()
+    del stored["timestamp_assigned"]
+    assert same_client_content(old, stored)
+    later = a_try(RECEIVED + timedelta(minutes=3)).model_copy(update={"timestamp_assigned": False})
+    assert not same_client_content(later, stored)
 
 
 def test_the_read_model_reads_the_stored_form() -> None:

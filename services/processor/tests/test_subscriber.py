@@ -373,6 +373,32 @@ async def test_a_reused_event_id_with_other_content_is_counted_and_logged(
     assert "do-not-log" not in caplog.text
 
 
+async def test_identical_retries_are_duplicates_and_changed_content_a_conflict(
+    broker: RabbitBroker, metrics: ProcessorMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retry (same id and body, no timestamp) is stamped anew by ingest each time: still
+    the same event. Only what the client sent decides."""
+    payload = event_payload(event_id=str(uuid.uuid4()), metadata={"path": "/cart"})
+    first_try = datetime.now(UTC) - timedelta(minutes=1)
+    tries = [
+        ActivityIn.model_validate(payload).to_message(first_try + timedelta(seconds=5 * n))
+        for n in range(6)
+    ]
+    assert len({each.timestamp for each in tries}) == 6  # each try received at its own time
+    for each in tries:
+        await broker.publish(each.model_dump(mode="json"), queue=ACTIVITY_QUEUE)
+    assert value(metrics, "event_tracker_processor_events_persisted_total") == 1
+    assert value(metrics, "event_tracker_processor_events_duplicate_total") == 5
+    assert value(metrics, "event_tracker_processor_events_conflicting_total") == 0
+    assert not [r for r in caplog.records if "reused" in r.getMessage()]
+
+    changed = ActivityIn.model_validate({**payload, "metadata": {"path": "/other"}})
+    await broker.publish(
+        changed.to_message(datetime.now(UTC)).model_dump(mode="json"), queue=ACTIVITY_QUEUE
+    )
+    assert value(metrics, "event_tracker_processor_events_conflicting_total") == 1
+
+
 async def test_stored_event_logs_request_id_and_counts(
     broker: RabbitBroker, metrics: ProcessorMetrics, caplog: pytest.LogCaptureFixture
 ) -> None:

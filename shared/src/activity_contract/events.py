@@ -172,6 +172,20 @@ def corrected_timestamp(timestamp: datetime, sent_at: datetime, received_at: dat
         raise ValueError("is outside the years 1 to 9999 once corrected by sent_at") from None
 
 
+def client_timestamp(
+    timestamp: datetime | None, original_timestamp: datetime | None, timestamp_assigned: bool
+) -> datetime | None:
+    """The `timestamp` the client itself sent for an event (None when it sent none).
+
+    What ingest stamps differs from one try of an event to the next, the receipt time when
+    the client sent no timestamp and the `sent_at` correction when it did; the client's own
+    value does not. Read from a message's fields or from a stored document's alike.
+    """
+    if original_timestamp is not None:
+        return original_timestamp
+    return None if timestamp_assigned else timestamp
+
+
 class ActivityIn(BaseModel):
     """One activity event as a client posts it."""
 
@@ -227,6 +241,7 @@ class ActivityIn(BaseModel):
             event_type=self.event_type,
             timestamp=timestamp,
             original_timestamp=original,
+            timestamp_assigned=self.timestamp is None,
             metadata=self.metadata,
             received_at=received_at,
             request_id=request_id,
@@ -259,6 +274,12 @@ class ActivityMessage(BaseModel):
         description="The client's own `timestamp` when it sent `sent_at` and the server "
         "corrected it; absent otherwise.",
     )
+    timestamp_assigned: bool = Field(
+        default=False,
+        description="True when the client sent no `timestamp` and `timestamp` is the time "
+        "ingest received the event: a retry of the event is then recognised by its other "
+        "fields. False (the default, and what older producers imply): the client sent it.",
+    )
     metadata: Metadata = Field(default_factory=dict)
     received_at: UtcDatetime = Field(description="When ingest received the event, UTC.")
     request_id: str | None = Field(
@@ -269,6 +290,11 @@ class ActivityMessage(BaseModel):
     schema_version: int = Field(
         default=SCHEMA_VERSION, description="Version of this message schema (1)."
     )
+
+    @property
+    def client_timestamp(self) -> datetime | None:
+        """The `timestamp` the client itself sent (None when it sent none)."""
+        return client_timestamp(self.timestamp, self.original_timestamp, self.timestamp_assigned)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ingest.http.errors import RateLimitedError, send_rate_limited
+from ingest.http.paths import route_path
 from ingest.metrics import IngestMetrics
 from ingest.settings import RateLimitRule
 
@@ -642,14 +643,17 @@ class RefusedClientGate:
     """
 
     def __init__(self, app: ASGIApp, limiter: ClientRateLimiter, routes: Mapping[str, Any]) -> None:
-        """Gate the requests to `routes` (path -> its route, for the metrics' template)."""
+        """Gate the requests to `routes` (route path -> its route, for the metrics' template).
+
+        Paths are the routes' own, matched under whatever root path the app is served at.
+        """
         self.app = app
         self.limiter = limiter
         self.routes = dict(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse a client with a live local refusal; pass everything else on."""
-        route = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        route = self.routes.get(route_path(scope)) if scope["type"] == "http" else None
         if route is not None:
             verdict = await self.limiter.refused_now(HTTPConnection(scope))
             if verdict is not None:

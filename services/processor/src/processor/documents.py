@@ -1,9 +1,9 @@
 """The stored event: one Beanie document per event in collection `activities`."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -20,7 +20,7 @@ from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
 
 from activity_contract.erasure import erased_before
-from activity_contract.events import ActivityMessage, StoredActivity
+from activity_contract.events import ActivityMessage, StoredActivity, client_timestamp
 from activity_contract.storage import (
     ACTIVITIES_COLLECTION,
     ERASURES_COLLECTION,
@@ -45,6 +45,8 @@ SOCKET_TIMEOUT_MS = 30_000
 CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
     tz_aware=True, uuid_representation=UuidRepresentation.STANDARD
 )
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 class Activity(StoredActivity, Document):
@@ -53,6 +55,11 @@ class Activity(StoredActivity, Document):
     id: UUID = Field(description="The event id: the document's identity.")  # type: ignore[assignment]
     redelivered: bool
     schema_version: int
+    timestamp_assigned: bool = Field(
+        default=False,
+        description="Stored (as true) only when the client sent no timestamp: `timestamp` "
+        "is then the time ingest received the event.",
+    )
 
     class Settings:
         """Collection, indexes, and no per-instance state tracking on the write path."""
@@ -85,7 +92,35 @@ class Activity(StoredActivity, Document):
         }
         if event.original_timestamp is not None:
             document["original_timestamp"] = event.original_timestamp
+        if event.timestamp_assigned:
+            document["timestamp_assigned"] = True
         return document
+
+
+def same_client_content(event: ActivityMessage, document: Mapping[str, Any]) -> bool:
+    """Whether a stored document holds what the client sent as `event`.
+
+    User, type, metadata and the client's own timestamp, if it sent one (datetimes compared
+    at BSON's milliseconds); not what ingest stamped on each try (the receipt time, the
+    corrected timestamp), so a retry of the same event is the same content.
+    """
+    stored_timestamp = client_timestamp(
+        document.get("timestamp"),
+        document.get("original_timestamp"),
+        bool(document.get("timestamp_assigned")),
+    )
+    return (
+        document.get("user_id") == event.user_id
+        and document.get("event_type") == event.event_type
+        and document.get("metadata") == event.metadata
+        and _millis(stored_timestamp) == _millis(event.client_timestamp)
+    )
+
+
+def _millis(value: object) -> int | None:
+    if not isinstance(value, datetime):
+        return None
+    return (value - _EPOCH) // _MILLISECOND
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from bson.errors import BSONError
@@ -33,7 +33,7 @@ from activity_contract.events import (
 )
 from activity_contract.topology import MAX_MESSAGE_BYTES
 from processor.bulk_writer import BulkWriter, WriteOutcome
-from processor.documents import ActivityStore, EncodedActivity
+from processor.documents import ActivityStore, EncodedActivity, same_client_content
 from processor.metrics import ProcessorMetrics
 
 logger = logging.getLogger(__name__)
@@ -46,8 +46,6 @@ DEAD_LETTER_SECONDS = 5.0
 # Readiness reports a stall when messages are in hand and none was settled for this long:
 # longer than the write retry budget (60 s) plus one slow attempt.
 STALL_SECONDS = 120.0
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
 
 
 class DeadLetterReason(StrEnum):
@@ -258,8 +256,9 @@ class ActivityHandler:
     async def _report_conflicts(self, duplicates: Sequence[ActivityMessage]) -> None:
         """Count and log events whose id was stored earlier with other content.
 
-        The first write wins (idempotency); a reused id with different content is made
-        visible here, naming the id and both user ids, never the content.
+        The first write wins (idempotency); a reused id with different content (what the
+        client sent, not what ingest stamped on each try) is made visible here, naming the
+        id and both user ids, never the content.
         """
         try:
             stored = await self.store.stored([event.event_id for event in duplicates])
@@ -271,7 +270,7 @@ class ActivityHandler:
             return
         for event in duplicates:
             document = stored.get(event.event_id)
-            if document is not None and not _same_content(event, document):
+            if document is not None and not same_client_content(event, document):
                 self.metrics.conflicts.inc()
                 logger.warning(
                     "event id reused with different content; the first one stays stored",
@@ -329,22 +328,6 @@ class ActivityHandler:
 def _raw_event_id(raw: object) -> str | None:
     value = raw.get("event_id") if isinstance(raw, dict) else None
     return value if isinstance(value, str) else None
-
-
-def _same_content(event: ActivityMessage, document: dict[str, Any]) -> bool:
-    """Whether the stored document holds this event (datetimes compared at BSON's ms)."""
-    return (
-        document.get("user_id") == event.user_id
-        and document.get("event_type") == event.event_type
-        and _millis(document.get("timestamp")) == _millis(event.timestamp)
-        and document.get("metadata") == event.metadata
-    )
-
-
-def _millis(value: object) -> int | None:
-    if not isinstance(value, datetime):
-        return None
-    return (value - _EPOCH) // _MILLISECOND
 
 
 def _unreadable_reason(body: bytes) -> DeadLetterReason:

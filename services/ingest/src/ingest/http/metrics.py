@@ -1,9 +1,12 @@
-"""HTTP metrics (design §11): requests by route template, method and status, and latency."""
+"""HTTP metrics (design §11): requests by route, method and status, latency, hang-ups."""
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 PREFIX = "event_tracker_ingest"
 METRICS_PATH = "/metrics"
+# The status counted (and logged) for a request whose client hung up before its answer:
+# nginx's "client closed request". No response is sent: nobody is there to read it.
+CLIENT_CLOSED_REQUEST = 499
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -28,6 +31,11 @@ class HttpMetrics:
             "HTTP request duration by route template and method.",
             ["handler", "method"],
             buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.client_disconnects = Counter(
+            f"{PREFIX}_client_disconnects",
+            "Requests whose client hung up before the answer (counted with status 499).",
             registry=registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}

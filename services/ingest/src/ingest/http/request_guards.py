@@ -12,6 +12,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.http.errors import ApiError, error_response
+from ingest.http.paths import route_path
 
 SINGLE_EVENT_MAX_BYTES = 64 * 1024
 BATCH_MAX_BYTES = 1024 * 1024
@@ -44,7 +45,10 @@ def _is_json(content_type: str) -> bool:
 
 
 class JsonBodyGuard:
-    """ASGI middleware for the POST routes in `limits` (path -> maximum body bytes)."""
+    """ASGI middleware for the POST routes in `limits` (route path -> maximum body bytes).
+
+    Paths are the routes' own, matched under whatever root path the app is served at.
+    """
 
     def __init__(
         self, app: ASGIApp, limits: Mapping[str, int], timeout: float = BODY_TIMEOUT_SECONDS
@@ -56,7 +60,7 @@ class JsonBodyGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Judge the headers, then pass the request on with its body bounded."""
-        limit = self.limits.get(scope.get("path", "")) if scope["type"] == "http" else None
+        limit = self.limits.get(route_path(scope)) if scope["type"] == "http" else None
         if limit is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return

@@ -7,11 +7,13 @@ the four separate middlewares cost ~25 us of CPU per request more than this one.
 import logging
 import time
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.http.access_log import log_request, route_template
 from ingest.http.errors import internal_error_response
-from ingest.http.metrics import METRICS_PATH, HttpMetrics
+from ingest.http.metrics import CLIENT_CLOSED_REQUEST, METRICS_PATH, HttpMetrics
+from ingest.http.paths import route_path
 from ingest.http.request_ids import HEADER, request_id_of, request_id_set
 
 logger = logging.getLogger(__name__)
@@ -23,6 +25,8 @@ class RequestScope:
     For each HTTP request: assign its id (echoed on the answer and on every log line);
     turn an exception nobody handled into a 500 envelope, logged once, without dropping
     the connection; then log the request and count it (`/metrics` itself is not counted).
+    A client that hangs up before its answer (Starlette's `ClientDisconnect`, raised when
+    the body is read) is nobody's error: no answer, no traceback, counted with status 499.
     """
 
     def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
@@ -50,6 +54,9 @@ class RequestScope:
         with request_id_set(request_id):
             try:
                 await self.app(scope, receive, send_with_id)
+            except ClientDisconnect:
+                status = CLIENT_CLOSED_REQUEST
+                self.metrics.client_disconnects.inc()
             except Exception as error:
                 logger.exception(
                     "unhandled error",
@@ -59,7 +66,7 @@ class RequestScope:
                     raise
                 await internal_error_response()(scope, receive, send_with_id)
             finally:
-                if scope["path"] != METRICS_PATH:
+                if route_path(scope) != METRICS_PATH:
                     seconds = time.perf_counter() - started
                     route = route_template(scope)
                     log_request(scope["method"], route, status or 500, seconds)
