@@ -181,6 +181,22 @@ async def test_batch_under_1_mib_but_over_64_kib_is_accepted(client: httpx.Async
     assert (await client.post(BATCH, json={"events": events})).status_code == 202
 
 
+async def test_batch_that_grows_past_one_message_once_encoded_is_413(
+    client: httpx.AsyncClient, published: Published
+) -> None:
+    """Under 1 MiB as sent, ~4 MB once `9e15` is written back as 9000000000000000.0."""
+    numbers = ",".join(["9e15"] * 850)
+    event = f'{{"user_id": "u", "event_type": "page_view", "metadata": {{"n": [{numbers}]}}}}'
+    body = '{"events": [' + ",".join([event] * 240) + "]}"
+    assert len(body) < 1024 * 1024
+    response = await client.post(
+        BATCH, content=body, headers={"content-type": "application/json"}
+    )
+    assert_envelope(response, 413, "payload_too_large")
+    assert "send fewer events" in response.json()["message"]
+    assert published.messages == []
+
+
 @pytest.mark.parametrize("events", [[], [event_payload()] * 501])
 async def test_batch_size_out_of_range_is_422(
     client: httpx.AsyncClient, events: list[object]

@@ -24,6 +24,7 @@ from activity_contract.events import SCHEMA_VERSION, ActivityMessage, QueueMessa
 from activity_contract.settings import BROKER_RECONNECT_SECONDS
 from activity_contract.topology import MAX_MESSAGE_BYTES, PUBLISH_OPERATION, activity_queues
 from ingest.http.errors import BrokerUnavailableError
+from ingest.http.request_guards import PayloadTooLargeError
 from ingest.metrics import IngestMetrics
 from ingest.queues import BROKER_FAILURES, QueueKeeper
 from ingest.settings import IngestSettings
@@ -120,6 +121,13 @@ class ActivityPublisher:
         waiter = loop.create_future()
         bodies = [message.model_dump_json(exclude_none=True).encode() for message in messages]
         size = sum(len(body) for body in bodies)
+        if size > MAX_GROUP_BYTES:
+            # JSON can grow once parsed and written again (9e15 becomes 9000000000000000.0):
+            # refused now, it would be dead-lettered as too large after the 202.
+            raise PayloadTooLargeError(
+                f"The events take {size} bytes once encoded for the queue; one message "
+                f"holds at most {MAX_GROUP_BYTES}: send fewer events per request."
+            )
         if self._group.events and (
             self._group.size + size > MAX_GROUP_BYTES
             or len(self._group.events) + len(bodies) > MAX_GROUP_EVENTS
