@@ -41,6 +41,8 @@ PREFIX = "event_tracker_processor"
 # The processor's write retry budget, when it reads one from its environment; the
 # processor's built-in budget is 60 s.
 RETRY_SECONDS = 3
+# Long enough for a started processor to receive every queued message before it writes.
+GATHER_MS = 2000
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +95,14 @@ async def test_shutdown_in_an_outage_requeues_events_that_only_met_write_concern
 ) -> None:
     """SIGTERM while the writes are still retried: shutdown gives up, the messages go back."""
     await fail_inserts(writeConcernError=WRITE_CONCERN_TIMEOUT)
-    processor = start_processor(MONGODB_URL=processor_mongodb_url)
+    # Queued first and given time to gather, so the processor writes them as one group:
+    # in more groups than it writes at once, with every write retried for the whole
+    # budget, the later groups would wait for a slot rather than be applied.
     outcome = await post_events(EVENTS)
     assert outcome.statuses == {202: EVENTS}
+    processor = start_processor(
+        MONGODB_URL=processor_mongodb_url, PROCESSOR_BATCH_WAIT_MS=str(GATHER_MS)
+    )
 
     await _writes_applied_then_primary_lost(processor, fail_inserts, activities, wait_until)
     # Held by the processor, unacknowledged (`messages` lags behind in the statistics).
