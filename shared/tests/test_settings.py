@@ -70,3 +70,42 @@ def test_unrelated_dotenv_lines_are_ignored(
 def test_empty_mongodb_url_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MONGODB_URL", "")
     assert MongoSettings(_env_file=None).mongodb_url is None
+
+
+def test_retention_fits_the_ttl_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MongoDB keeps expireAfterSeconds in 32 bits: 24,855 days is the most that fits."""
+    monkeypatch.setenv("RETENTION_DAYS", "24855")
+    assert load_settings(MongoSettings).retention_days * 86_400 <= 2**31 - 1
+    monkeypatch.setenv("RETENTION_DAYS", "24856")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(MongoSettings)
+    message = str(caught.value)
+    assert message.startswith("invalid configuration: RETENTION_DAYS:")
+    assert "at most 24855 days" in message
+    assert "TTL index" in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        # x-delivery-limit past 2^63 - 1 failed start-up in the AMQP encoder.
+        ("QUEUE_DELIVERY_LIMIT", "1001"),
+        ("QUEUE_DELIVERY_LIMIT", str(2**63)),
+        # MongoDB refuses database names of 64 bytes or more at the first write.
+        ("MONGODB_DATABASE", "d" * 64),
+        ("MONGODB_DATABASE", "é" * 32),
+    ],
+)
+def test_values_a_dependency_would_refuse_are_configuration_errors(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=f"invalid configuration: {variable}:"):
+        load_settings(BrokerSettings if variable.startswith("QUEUE") else MongoSettings)
+
+
+def test_the_bounds_themselves_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUEUE_DELIVERY_LIMIT", "1000")
+    monkeypatch.setenv("MONGODB_DATABASE", "d" * 63)
+    assert load_settings(BrokerSettings).queue_delivery_limit == 1000
+    assert load_settings(MongoSettings).mongodb_database == "d" * 63

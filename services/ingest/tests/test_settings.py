@@ -50,6 +50,28 @@ def test_invalid_trusted_proxies_name_the_variable(
         load_settings(IngestSettings)
 
 
+@pytest.mark.parametrize(
+    "text", ["0.0.0.0/0", "::/0", "10.0.0.0/8,0.0.0.0/1", "128.0.0.0/7", "2000::/3"]
+)
+def test_catch_all_trusted_proxies_are_refused_saying_why(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    """Trusting every address lets each client choose its own rate-limit key."""
+    monkeypatch.setenv("TRUSTED_PROXIES", text)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(IngestSettings)
+    message = str(caught.value)
+    assert message.startswith("invalid configuration: TRUSTED_PROXIES:")
+    assert "is wider than" in message
+    assert "X-Forwarded-For" in message
+
+
+def test_the_widest_private_ranges_can_be_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.0/8,fc00::/7")
+    networks = [str(network) for network in load_settings(IngestSettings).trusted_proxies]
+    assert networks == ["10.0.0.0/8", "fc00::/7"]
+
+
 def test_api_keys_never_appear_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INGEST_API_KEYS", "ingest-secret-1,ingest-secret-2")
     monkeypatch.setenv("READ_API_KEYS", "read-secret")

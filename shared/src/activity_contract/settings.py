@@ -26,6 +26,14 @@ class ServiceSettings(BaseSettings):
 # aio-pika waits this long after each (re)connection before it can reconnect again; its
 # 5 s default kept a service on 503s for up to 5 s after a dropped connection.
 BROKER_RECONNECT_SECONDS = 1.0
+# Past this, a message that keeps failing would be retried for days rather than
+# dead-lettered (RabbitMQ itself takes up to 2^63 - 1, and fails start-up beyond).
+MAX_DELIVERY_LIMIT = 1000
+# MongoDB keeps a TTL index's `expireAfterSeconds` in 32 bits: 24,855 days (about 68
+# years) is the most whose seconds fit.
+MAX_RETENTION_DAYS = (2**31 - 1) // 86_400
+# MongoDB refuses database names of 64 bytes or more.
+MAX_DATABASE_NAME_BYTES = 63
 
 
 class BrokerSettings(ServiceSettings):
@@ -33,7 +41,7 @@ class BrokerSettings(ServiceSettings):
 
     rabbitmq_url: str = Field(default="amqp://guest:guest@localhost:5672/", pattern=r"^amqps?://")
     queue_type: QueueType = QueueType.QUORUM
-    queue_delivery_limit: PositiveInt = 5
+    queue_delivery_limit: PositiveInt = Field(default=5, le=MAX_DELIVERY_LIMIT)
 
 
 class MongoSettings(ServiceSettings):
@@ -47,6 +55,25 @@ class MongoSettings(ServiceSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("mongodb_database")
+    @classmethod
+    def _name_fits_mongodb(cls, value: str) -> str:
+        if len(value.encode()) > MAX_DATABASE_NAME_BYTES:
+            raise ValueError(
+                f"at most {MAX_DATABASE_NAME_BYTES} bytes: MongoDB refuses longer database names"
+            )
+        return value
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention_fits_the_ttl_index(cls, value: int) -> int:
+        if value > MAX_RETENTION_DAYS:
+            raise ValueError(
+                f"at most {MAX_RETENTION_DAYS} days (about 68 years): MongoDB's TTL index holds"
+                " the seconds in 32 bits; 0 keeps events forever"
+            )
+        return value
 
 
 class LoggingSettings(ServiceSettings):

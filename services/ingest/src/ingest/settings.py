@@ -23,6 +23,11 @@ from activity_contract.settings import (
 )
 
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600}
+# The widest networks TRUSTED_PROXIES takes, per IP version: those of the largest private
+# ranges (10.0.0.0/8, fc00::/7). Proxies live in networks of one's own; a wider network
+# holds the public Internet, whose clients could then choose their own rate-limit key
+# by writing X-Forwarded-For.
+WIDEST_TRUSTED_PREFIX = {4: 8, 6: 7}
 _RATE_LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)\s*$", re.IGNORECASE)
 
 
@@ -77,3 +82,16 @@ class IngestSettings(BrokerSettings, MongoSettings, LoggingSettings):
     _split = field_validator(
         "trusted_proxies", "read_api_keys", "ingest_api_keys", "admin_api_keys", mode="before"
     )(split_commas)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _no_catch_all_proxies(cls, networks: list[IPvAnyNetwork]) -> list[IPvAnyNetwork]:
+        for network in networks:
+            widest = WIDEST_TRUSTED_PREFIX[network.version]
+            if network.prefixlen < widest:
+                raise ValueError(
+                    f"{network} is wider than /{widest}: it trusts clients, not only proxies,"
+                    " and each could pick its own rate-limit key with X-Forwarded-For; list"
+                    " your proxies' networks"
+                )
+        return networks
