@@ -44,6 +44,25 @@ def rabbit_vhost(base_url: str = DEFAULT_RABBITMQ_URL) -> Iterator[str]:
         rabbitmqctl("delete_vhost", vhost)
 
 
+def with_credentials(url: str, user: str, password: str) -> str:
+    """`url` logging in as `user` with `password`."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextlib.contextmanager
+def rabbit_user(password: str) -> Iterator[str]:
+    """A RabbitMQ user of one test's own, with `password` and no permissions; deleted after."""
+    user = f"event-tracker-test-{uuid.uuid4().hex[:12]}"
+    rabbitmqctl("add_user", user, password)
+    try:
+        yield user
+    finally:
+        rabbitmqctl("delete_user", user)
+
+
 def vhost_of(vhost_url: str) -> str:
     """The virtual host named in the path of `vhost_url`."""
     return unquote(urlsplit(vhost_url).path.lstrip("/"))

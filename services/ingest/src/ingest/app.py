@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from activity_contract.events import ActivityBatchIn, ActivityIn
 from activity_contract.process import freeze_startup_objects
 from activity_contract.settings import load_settings
+from activity_contract.startup import StartupFailureLine
 from ingest.auth import ApiKeys
 from ingest.deps import require_ingest_key
 from ingest.erasures import ActivityEraser
@@ -121,4 +122,6 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         routes={route.path: route for route in activities.router.routes},  # type: ignore[attr-defined]
     )
     app.add_middleware(RequestScope, metrics=HttpMetrics(registry))
+    # Lifespan only: a start-up a dependency refused logs its cause, not a traceback.
+    app.add_middleware(StartupFailureLine)
     return app

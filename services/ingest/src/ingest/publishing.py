@@ -22,6 +22,7 @@ from faststream.rabbit import Channel, RabbitBroker
 
 from activity_contract.events import SCHEMA_VERSION, ActivityMessage, QueueMessage
 from activity_contract.settings import BROKER_RECONNECT_SECONDS
+from activity_contract.startup import broker_refusals_named
 from activity_contract.topology import MAX_MESSAGE_BYTES, PUBLISH_OPERATION, activity_queues
 from ingest.http.errors import BrokerUnavailableError
 from ingest.http.request_guards import PayloadTooLargeError
@@ -65,6 +66,7 @@ class ActivityPublisher:
     def __init__(self, settings: IngestSettings, metrics: IngestMetrics) -> None:
         """Build the broker (not connected yet) from settings; count outcomes in `metrics`."""
         self._metrics = metrics
+        self._url = settings.rabbitmq_url
         # on_return_raises: a mandatory message that no queue takes becomes an error.
         self.broker = RabbitBroker(
             settings.rabbitmq_url,
@@ -94,8 +96,12 @@ class ActivityPublisher:
         self._renewed_at = -math.inf  # loop.time() may begin near 0: no renewal yet
 
     async def start(self) -> None:
-        """Connect and declare the queues, so events are kept before any processor runs."""
-        await self.broker.start()
+        """Connect and declare the queues, so events are kept before any processor runs.
+
+        RabbitMQ refusing the credentials or the vhost stops start-up with the cause.
+        """
+        async with broker_refusals_named(self._url):
+            await self.broker.start()
         await self.queues.start()
 
     async def stop(self) -> None:

@@ -4,6 +4,7 @@ import uvicorn
 
 from activity_contract.logs import configure_logging
 from activity_contract.settings import load_settings
+from activity_contract.startup import StartupFailureLine
 from processor.app import GRACEFUL_TIMEOUT_SECONDS, create_app
 from processor.settings import ProcessorSettings
 
@@ -13,7 +14,7 @@ def main() -> None:
     settings = load_settings(ProcessorSettings)
     configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
-        create_app(settings),
+        StartupFailureLine(create_app(settings)),
         host=settings.processor_host,
         port=settings.processor_port,
         log_config=None,

@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from activity_contract.events import QueueMessage
 from activity_contract.process import freeze_startup_objects
 from activity_contract.settings import BROKER_RECONNECT_SECONDS, ConfigurationError, load_settings
+from activity_contract.startup import broker_refusals_named
 from activity_contract.topology import (
     CONSUME_OPERATION,
     DEAD_LETTER_OPERATION,
@@ -82,9 +83,11 @@ async def declare_topology(broker: RabbitBroker, settings: ProcessorSettings) ->
     A message dead-lettered by the very first delivery then finds its queue. The activity
     queue is declared by its subscriber, on the subscriber's own channel: FastStream keeps
     a declared queue with the channel it was declared on, so declaring it here first made
-    the subscriber consume on the default channel, without its prefetch limit.
+    the subscriber consume on the default channel, without its prefetch limit. RabbitMQ
+    refusing the credentials or the vhost stops start-up with the cause.
     """
-    await broker.connect()
+    async with broker_refusals_named(settings.rabbitmq_url):
+        await broker.connect()
     dead_letter_queue, _ = queue_objects(settings)
     await broker.declare_queue(dead_letter_queue)
 
