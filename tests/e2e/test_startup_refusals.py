@@ -1,8 +1,9 @@
 """Operator mistakes stop a service at start-up with one line naming the cause and variable.
 
 Each service is started as a process against the machine's RabbitMQ with a vhost that does
-not exist, a wrong password, or a user of the test's own without permissions. None of this
-touches the shared node's other vhosts or users.
+not exist, a wrong password, or a user of the test's own without permissions, and against a
+Redis of the test's own that requires a password. None of this touches the shared node's
+other vhosts or users, nor the shared Redis.
 """
 
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from activity_testing.processes import ServiceProcess, free_port
+from activity_testing.processes import RedisServer, ServiceProcess, free_port
 from activity_testing.rabbitmq import rabbit_user, vhost_of, with_credentials, with_vhost
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -120,3 +121,25 @@ def test_an_unreachable_broker_still_fails_start_up_as_before(
     assert code != 0
     assert "Connection refused" in log
     assert "refused the connection:" not in log
+
+
+def test_a_wrong_redis_password_stops_ingest(
+    start_refused: StartRefused, password_only_the_test_knows: str
+) -> None:
+    with RedisServer(password=password_only_the_test_knows) as redis_server:
+        wrong = f"wrong-{uuid.uuid4().hex}"
+        code, log = start_refused("ingest", {"REDIS_URL": redis_server.url_with(wrong)})
+        assert code != 0
+        assert_one_clear_line(
+            log,
+            "Redis refused the credentials: authentication failed for user 'default' (REDIS_URL)",
+        )
+        assert wrong not in log
+
+        code, log = start_refused("ingest", {"REDIS_URL": redis_server.url_with(None)})
+        assert code != 0
+        assert_one_clear_line(
+            log,
+            "Redis refused the credentials: it requires a password and the URL gives none"
+            " (REDIS_URL)",
+        )

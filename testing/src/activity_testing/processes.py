@@ -238,20 +238,28 @@ ServiceFactory = Callable[..., ServiceProcess]
 class RedisServer:
     """A throw-away `redis-server` (no persistence) in a child process, for outage tests."""
 
-    def __init__(self) -> None:
-        """Prepare a server on a free port; `start()` runs it."""
+    def __init__(self, password: str | None = None) -> None:
+        """Prepare a server on a free port, requiring `password` if given; `start()` runs it."""
         self.port = free_port()
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """The Redis URL."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The Redis URL, with the password when the server requires one."""
+        return self.url_with(self.password)
+
+    def url_with(self, password: str | None) -> str:
+        """The Redis URL giving `password` (None: none)."""
+        credentials = "" if password is None else f":{password}@"
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
         """Start (or restart) the server on the same port; wait until it listens."""
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
+        if self.password is not None:
+            command += ["--requirepass", self.password]
         self.process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
         )

@@ -10,7 +10,9 @@
   is admitted locally, so the limit stays exact across instances.
 - Fail-open: when Redis fails or is slow, the same rule runs per process in memory
   (pyrate-limiter's in-memory buckets), bounded by stored entries; logged once per outage,
-  counted, and reported by readiness.
+  counted, and reported by readiness. Redis refusing our credentials is a configuration
+  error, not an outage: start-up stops on it; met later (a password rotated under a running
+  instance), it falls back the same way, logged as an error and reported apart.
 - The FastAPI dependency is fastapi-limiter's `RateLimiter` with our identifier and
   callback.
 """
@@ -24,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from fastapi import Request, Response
 from fastapi_limiter.depends import RateLimiter
@@ -39,10 +41,11 @@ from pyrate_limiter import (
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from activity_contract.startup import DependencyRefusedError
 from ingest.http.errors import RateLimitedError, send_rate_limited
 from ingest.http.paths import route_path
 from ingest.metrics import IngestMetrics
@@ -57,6 +60,10 @@ UNKNOWN_PEER = "unknown"
 
 # Failures of the shared store that make us fall back instead of failing the request.
 REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+# Those of them that are Redis refusing REDIS_URL's credentials (WRONGPASS, NOAUTH, NOPERM).
+REDIS_REFUSALS = (AuthenticationError, NoPermissionError)
+# The shared store as readiness reports it: serving, failing or slow, refusing credentials.
+RedisState = Literal["up", "degraded", "auth_failed"]
 # During an outage Redis is tried again at most this often (one check probes).
 REDIS_RETRY_SECONDS = 1.0
 REDIS_MAX_CONNECTIONS = 16
@@ -254,11 +261,15 @@ class SharedWindows:
         self._calls: set[asyncio.Task[None]] = set()
         self._member_prefix = uuid.uuid4().hex[:12] + ":"
         self._members = 0
-        self._degraded = False
+        self.state: RedisState = "up"
+        self._command_refused = False  # NOPERM: a PING answered does not clear it
         self._retry_at = 0.0
 
     async def start(self) -> None:
-        """Create the client; an unreachable Redis only degrades (fail-open)."""
+        """Create the client; an unreachable Redis only degrades (fail-open).
+
+        Redis refusing the credentials raises `DependencyRefusedError`: no retry fixes it.
+        """
         # Deliberate bounds: no retries (the next check is the retry) and socket timeouts
         # of one check's budget, instead of redis-py's retries and 5 s timeouts.
         pool = BlockingConnectionPool.from_url(
@@ -272,7 +283,15 @@ class SharedWindows:
         )
         self._redis = Redis.from_pool(pool)
         self._script = self._redis.register_script(WINDOW_SCRIPT)
-        await self.ping()
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.ping()
+        except REDIS_REFUSALS as error:
+            refusal = self._refusal_message(error)
+            await self.stop()
+            raise DependencyRefusedError(refusal) from None
+        except REDIS_FAILURES as error:
+            self._record_failure(error)
 
     async def stop(self) -> None:
         """Wait for the calls in flight and close the client."""
@@ -337,11 +356,12 @@ class SharedWindows:
         except REDIS_FAILURES as error:
             self._record_failure(error)
             return False
-        self._record_success()
+        if not self._command_refused:
+            self._record_success()
         return True
 
     def _should_try(self) -> bool:
-        if not self._degraded:
+        if self.state == "up":
             return True
         now = time.monotonic()
         if now < self._retry_at:
@@ -351,21 +371,45 @@ class SharedWindows:
 
     def _record_failure(self, error: BaseException) -> None:
         self._retry_at = time.monotonic() + REDIS_RETRY_SECONDS
-        if self._degraded:
+        self._command_refused = isinstance(error, NoPermissionError)
+        refused = isinstance(error, REDIS_REFUSALS)
+        state: RedisState = "auth_failed" if refused else "degraded"
+        if self.state == state:
             return
-        self._degraded = True
+        self.state = state
         self._metrics.rate_limit_redis_up.set(0)
-        logger.warning(
-            "redis unavailable: rate limiting per process in memory until it answers",
-            extra={"error_type": type(error).__name__},
-        )
+        extra = {"error_type": type(error).__name__}
+        if refused:
+            logger.error(
+                "%s: rate limiting per process in memory until it accepts them",
+                self._refusal_message(error),
+                extra=extra,
+            )
+        else:
+            logger.warning(
+                "redis unavailable: rate limiting per process in memory until it answers",
+                extra=extra,
+            )
 
     def _record_success(self) -> None:
-        if not self._degraded:
+        self._command_refused = False
+        if self.state == "up":
             return
-        self._degraded = False
+        self.state = "up"
         self._metrics.rate_limit_redis_up.set(1)
         logger.warning("redis available again: rate limiting shared through redis")
+
+    def _refusal_message(self, error: BaseException) -> str:
+        """Which credentials Redis refused, naming REDIS_URL and never the password."""
+        options = self._redis.connection_pool.connection_kwargs if self._redis else {}
+        user = options.get("username") or "default"
+        if isinstance(error, NoPermissionError):
+            cause = f"user '{user}' lacks a permission the rate limiter needs ({error})"
+        elif options.get("password") is None:
+            cause = "it requires a password and the URL gives none"
+        else:
+            cause = f"authentication failed for user '{user}'"
+        return f"Redis refused the credentials: {cause} (REDIS_URL)"
 
 
 def _answer(checks: Sequence[_Check], verdict: Verdict | None) -> None:

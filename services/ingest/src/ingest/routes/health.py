@@ -13,8 +13,11 @@ from ingest.reads import ActivityReader
 
 router = APIRouter(tags=["operations"])
 
-# `missing` and `unknown` are the queue's: gone, or RabbitMQ did not say in time.
-DependencyState = Literal["up", "down", "degraded", "not_configured", "missing", "unknown"]
+# `missing` and `unknown` are the queue's: gone, or RabbitMQ did not say in time;
+# `auth_failed` is Redis's: it refuses REDIS_URL's credentials (`degraded`: no answer).
+DependencyState = Literal[
+    "up", "down", "degraded", "auth_failed", "not_configured", "missing", "unknown"
+]
 PING_SECONDS = 1.0
 
 
@@ -54,10 +57,12 @@ async def ready(
     """200 when the broker connection is usable and the queue exists, else 503.
 
     Only the broker and its queue decide. Without Redis each instance rate limits in memory
-    (design §8), and without MongoDB only the read API fails (503 per request): events are
-    still accepted. A missing queue is declared again meanwhile (`QueueKeeper`).
+    (design §8), Redis refusing the credentials too (`auth_failed`: taking every instance
+    out of service over the limiter's store would stop ingestion altogether), and without
+    MongoDB only the read API fails (503 per request): events are still accepted. A
+    missing queue is declared again meanwhile (`QueueKeeper`).
     """
-    broker_up, queue, redis_up, mongodb = await asyncio.gather(
+    broker_up, queue, _, mongodb = await asyncio.gather(
         publisher.is_connected(),
         publisher.queues.state(),
         shared_windows.ping(),
@@ -66,7 +71,7 @@ async def ready(
     checks: dict[str, DependencyState] = {
         "broker": "up" if broker_up else "down",
         "queue": queue,
-        "redis": "up" if redis_up else "degraded",
+        "redis": shared_windows.state,  # as the ping just left it
         "mongodb": mongodb,
     }
     ready = broker_up and queue != "missing"
