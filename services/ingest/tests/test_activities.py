@@ -189,9 +189,7 @@ async def test_batch_that_grows_past_one_message_once_encoded_is_413(
     event = f'{{"user_id": "u", "event_type": "page_view", "metadata": {{"n": [{numbers}]}}}}'
     body = '{"events": [' + ",".join([event] * 240) + "]}"
     assert len(body) < 1024 * 1024
-    response = await client.post(
-        BATCH, content=body, headers={"content-type": "application/json"}
-    )
+    response = await client.post(BATCH, content=body, headers={"content-type": "application/json"})
     assert_envelope(response, 413, "payload_too_large")
     assert "send fewer events" in response.json()["message"]
     assert published.messages == []
