@@ -6,7 +6,7 @@ loads one service, samples it with py-spy (needs ptrace: root, or
 inclusive (with what they call) and self. The raw samples stay in `--out`.
 
 - ingest: single-event POSTs, closed loop, 64 connections, processor stopped;
-- processor: drains a backlog of `--events` (posted in batches first).
+- processor: drains a backlog of `--events` (posted first, `--batch` per request).
 """
 
 import argparse
@@ -92,17 +92,17 @@ def profile_ingest(seconds: float, out: Path) -> None:
         say(f"  {result['events_per_second']:,.0f} events/s under py-spy, CPU {cpu:,.0f} us/event")
 
 
-def profile_processor(seconds: float, out: Path, events: int) -> None:
-    """A backlog of `events` drained while py-spy samples the processor."""
+def profile_processor(seconds: float, out: Path, events: int, batch: int) -> None:
+    """A backlog of `events`, posted `batch` per request, drained while py-spy samples."""
     with system_stack(event_tracker_spec()) as stack:
         with running(stack.ingest()) as ingest:
             posted = loadgen(
                 ingest.port,
                 "backlog",
                 duration=600,
-                concurrency=8,
-                batch=100,
-                max_requests=-(-events // 100),
+                concurrency=8 if batch > 1 else 64,
+                batch=batch,
+                max_requests=-(-events // batch),
             )
         with running(stack.processor()) as processor:
             assert processor.pid is not None  # noqa: S101 - started by `running`
@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("service", choices=["ingest", "processor"])
     parser.add_argument("--seconds", type=float, default=12, help="sampling time")
     parser.add_argument("--events", type=int, default=30_000, help="processor backlog")
+    parser.add_argument("--batch", type=int, default=100, help="events per request of the backlog")
     parser.add_argument("--top", type=int, default=60, help="functions to list")
     parser.add_argument("--out", type=Path, help="raw samples (default: in the temp folder)")
     args = parser.parse_args()
@@ -131,7 +132,7 @@ def main() -> None:
     if args.service == "ingest":
         profile_ingest(args.seconds, args.out)
     else:
-        profile_processor(args.seconds, args.out, args.events)
+        profile_processor(args.seconds, args.out, args.events, args.batch)
     if not args.out.exists():
         sys.exit(f"py-spy wrote no samples to {args.out} (is ptrace allowed?)")
     print(summarize(args.out, args.top))
