@@ -82,3 +82,44 @@ def test_api_keys_never_appear_in_the_settings_repr(monkeypatch: pytest.MonkeyPa
     ]
     assert "secret" not in repr(settings)
     assert "secret" not in str(settings)
+
+
+def test_connection_limits_default_to_the_documented_values() -> None:
+    settings = IngestSettings()
+    assert settings.ingest_max_header_bytes == 32 * 1024
+    assert settings.ingest_max_headers == 100
+    assert settings.ingest_header_timeout_seconds == 10
+    assert settings.ingest_body_timeout_seconds == 30
+    assert settings.ingest_max_connections == 4096
+
+
+@pytest.mark.parametrize(
+    ("variable", "text"),
+    [
+        ("INGEST_MAX_HEADER_BYTES", "1023"),
+        ("INGEST_MAX_HEADER_BYTES", str(1024 * 1024 + 1)),
+        ("INGEST_MAX_HEADERS", "9"),
+        ("INGEST_MAX_HEADERS", "1001"),
+        ("INGEST_HEADER_TIMEOUT_SECONDS", "0"),
+        ("INGEST_HEADER_TIMEOUT_SECONDS", "301"),
+        ("INGEST_BODY_TIMEOUT_SECONDS", "-1"),
+        ("INGEST_BODY_TIMEOUT_SECONDS", "3601"),
+        ("INGEST_MAX_CONNECTIONS", "0"),
+        ("INGEST_MAX_CONNECTIONS", "1000001"),
+        ("INGEST_MAX_CONNECTIONS", "many"),
+    ],
+)
+def test_connection_limits_out_of_range_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, text: str
+) -> None:
+    monkeypatch.setenv(variable, text)
+    with pytest.raises(ConfigurationError, match=variable):
+        load_settings(IngestSettings)
+
+
+def test_connection_limits_accept_short_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INGEST_HEADER_TIMEOUT_SECONDS", "0.5")
+    monkeypatch.setenv("INGEST_BODY_TIMEOUT_SECONDS", "1")
+    settings = load_settings(IngestSettings)
+    assert settings.ingest_header_timeout_seconds == 0.5
+    assert settings.ingest_body_timeout_seconds == 1

@@ -64,6 +64,36 @@ class IngestSettings(BrokerSettings, MongoSettings, LoggingSettings):
     ingest_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces
     ingest_port: int = Field(default=8000, ge=0, le=65535)
     ingest_workers: PositiveInt = Field(default=1, le=64)
+    ingest_max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Bytes of a request line and its headers; past it, 431 and the connection "
+        "is closed.",
+    )
+    ingest_max_headers: int = Field(
+        default=100, ge=10, le=1000, description="Header lines of one request; more is 431."
+    )
+    ingest_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300.0,
+        description="A connection's first request, and each later one from its first byte, "
+        "must have sent its headers within this, else the connection is closed.",
+    )
+    ingest_body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600.0,
+        description="A request's body must be complete within this of its headers, else the "
+        "connection is closed.",
+    )
+    ingest_max_connections: int = Field(
+        default=4096,
+        ge=1,
+        le=1_000_000,
+        description="Open connections per worker process; one more is closed at once.",
+    )
     publish_timeout_seconds: PositiveFloat = 5.0
     redis_url: str = Field(default="redis://localhost:6379/0", pattern=r"^(redis|rediss|unix)://")
     redis_timeout_seconds: PositiveFloat = Field(
