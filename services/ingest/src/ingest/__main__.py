@@ -1,11 +1,15 @@
 """Run the ingest service: `python -m ingest` (or `event-tracker-ingest`)."""
 
+import functools
+
 import uvicorn
 from fastapi import FastAPI
 
 from activity_contract.logs import configure_logging
 from activity_contract.settings import load_settings
 from ingest.app import create_app
+from ingest.http.connections import ConnectionLimits, GuardedProtocol
+from ingest.http.file_limits import fit_connection_cap
 from ingest.settings import IngestSettings
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -26,11 +30,23 @@ def worker_app() -> FastAPI:
     return create_app(settings)
 
 
+def connection_limits(settings: IngestSettings) -> ConnectionLimits:
+    """The limits of each connection, the cap fitted to the open-file limit (raised if need be)."""
+    return ConnectionLimits(
+        max_header_bytes=settings.ingest_max_header_bytes,
+        max_headers=settings.ingest_max_headers,
+        header_timeout_seconds=settings.ingest_header_timeout_seconds,
+        body_timeout_seconds=settings.ingest_body_timeout_seconds,
+        max_connections=fit_connection_cap(settings.ingest_max_connections),
+    )
+
+
 def main() -> None:
     """Serve the ingest app on INGEST_HOST:INGEST_PORT until SIGTERM or Ctrl-C.
 
     With INGEST_WORKERS above 1, uvicorn runs that many processes on the same socket, each
-    building its app with `worker_app` from the same environment.
+    building its app with `worker_app` from the same environment. Every connection is held
+    to `connection_limits` (the protocol and its limits pickle to the workers).
     """
     settings = load_settings(IngestSettings)
     configure_logging(settings.log_level, settings.log_format)
@@ -40,6 +56,7 @@ def main() -> None:
     uvicorn.run(
         app,
         factory=settings.ingest_workers > 1,
+        http=functools.partial(GuardedProtocol, limits=connection_limits(settings)),  # type: ignore[arg-type]
         workers=settings.ingest_workers,
         host=settings.ingest_host,
         port=settings.ingest_port,

@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
@@ -13,9 +14,10 @@ from activity_contract.startup import StartupFailureLine
 from ingest.auth import ApiKeys
 from ingest.deps import require_ingest_key
 from ingest.erasures import ActivityEraser
+from ingest.http.connections import CONNECTION_CLOSURES, ConnectionClosures
 from ingest.http.errors import install_error_handlers
 from ingest.http.json_bodies import document_request_bodies
-from ingest.http.metrics import HttpMetrics
+from ingest.http.metrics import ConnectionMetrics, HttpMetrics
 from ingest.http.request_guards import BATCH_MAX_BYTES, SINGLE_EVENT_MAX_BYTES, JsonBodyGuard
 from ingest.http.request_ids import install_log_record_request_ids
 from ingest.http.request_scope import RequestScope
@@ -63,15 +65,18 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         else None
     )
     eraser = ActivityEraser(reader.client, settings.mongodb_database) if reader else None
+    # Connections the HTTP edge closes (ingest.http.connections) are counted here: the
+    # lifespan hands this to the server's protocol through uvicorn's lifespan state.
+    closures = ConnectionClosures(ConnectionMetrics(registry))
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await shared_windows.start()
         try:
             await publisher.start()
             freeze_startup_objects()
             try:
-                yield
+                yield {CONNECTION_CLOSURES: closures}
             finally:
                 await publisher.stop()
         finally:

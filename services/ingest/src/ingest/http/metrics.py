@@ -1,4 +1,10 @@
-"""HTTP metrics (design §11): requests by route, method and status, latency, hang-ups."""
+"""HTTP metrics (design §11): requests, latency, hang-ups, connections closed by the edge.
+
+Requests by route template, method and status; connections closed before their request
+was whole by `ingest.http.connections`, by reason.
+"""
+
+from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -8,6 +14,12 @@ METRICS_PATH = "/metrics"
 # nginx's "client closed request". No response is sent: nobody is there to read it.
 CLIENT_CLOSED_REQUEST = 499
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# Why the HTTP edge closed a connection before its request was whole (ingest.http.connections).
+ClosureReason = Literal[
+    "header_timeout", "body_timeout", "headers_too_large", "too_many_headers", "over_capacity"
+]
+CLOSURE_REASONS: tuple[ClosureReason, ...] = get_args(ClosureReason)
 
 
 class HttpMetrics:
@@ -52,3 +64,22 @@ class HttpMetrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+
+class ConnectionMetrics:
+    """Connections closed by the HTTP edge itself, by reason; every reason starts at 0."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """Register the counter on `registry`."""
+        self.closed = Counter(
+            f"{PREFIX}_connections_closed",
+            "Connections ingest closed before their request was whole, by reason "
+            "(header_timeout, body_timeout, headers_too_large, too_many_headers, over_capacity).",
+            ["reason"],
+            registry=registry,
+        )
+        self._children = {reason: self.closed.labels(reason) for reason in CLOSURE_REASONS}
+
+    def count_closed(self, reason: ClosureReason) -> None:
+        """Count one connection closed for `reason`."""
+        self._children[reason].inc()
