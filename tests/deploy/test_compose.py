@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from ingest.http.file_limits import RESERVED_DESCRIPTORS
 from ingest.settings import IngestSettings
 from processor.settings import ProcessorSettings
 
@@ -112,6 +113,16 @@ def test_service_environment_is_settings_the_service_reads(compose_file: str, se
     unknown = {name for name in environment if name.lower() not in settings_class.model_fields}
     assert not unknown, f"{compose_file}: {service} does not read {sorted(unknown)}"
     settings_from(settings_class, environment)  # and every value is valid
+
+
+@pytest.mark.parametrize("compose_file", ["docker-compose.yml", "docker-compose.cluster.yml"])
+def test_ingest_may_open_files_for_its_connection_cap(compose_file: str) -> None:
+    service = load(compose_file)["services"]["ingest"]
+    environment = service.get("environment", {})
+    default_cap = IngestSettings.model_fields["ingest_max_connections"].default
+    cap = int(environment.get("INGEST_MAX_CONNECTIONS", default_cap))
+    nofile = service["ulimits"]["nofile"]
+    assert nofile["soft"] == nofile["hard"] >= cap + RESERVED_DESCRIPTORS
 
 
 def one_shot_services(compose: dict[str, Any]) -> set[str]:
