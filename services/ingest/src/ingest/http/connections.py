@@ -154,10 +154,16 @@ class GuardedProtocol(HttpToolsProtocol):
     # --- Parser callbacks ----------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Keep the header, or stop the parser past the header count."""
+        """Stop the parser past the header count, else keep the header as uvicorn does.
+
+        uvicorn's own `on_header` (0.54) is inlined: it runs for every header of every request.
+        """
         if len(self.headers) >= self._max_headers:
             raise _TooManyHeadersError
-        super().on_header(name, value)
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         """End the header deadline; the body's runs from the end of this read if needed."""
