@@ -242,6 +242,18 @@ async def test_ten_thousand_header_lines_are_refused_at_the_bound(
         assert served.closed("too_many_headers") == 1
 
 
+async def test_expect_100_continue_is_still_honoured(serve_guarded: ServeGuarded) -> None:
+    async with serve_guarded() as served:
+        reader, writer = await served.connect()
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: test\r\nEXPECT: 100-Continue\r\nContent-Length: 3\r\n\r\n"
+        )
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"abc")
+        status, _, body = await answer(reader)
+        assert (status, body) == (200, b"3")
+
+
 # --- Deadlines ---------------------------------------------------------------------------
 
 
