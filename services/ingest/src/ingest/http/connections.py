@@ -202,9 +202,9 @@ class GuardedProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             self._answer_invalid_request()
         except httptools.HttpParserUpgrade:
-            self._reading_headers = self._reading_body = False
-            self._cancel_deadline()
-            if self._should_upgrade():
+            if self._should_upgrade():  # the connection is the WebSocket protocol's now
+                self._reading_headers = self._reading_body = False
+                self._cancel_deadline()
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
