@@ -6,7 +6,9 @@ connections. `GuardedProtocol` is that protocol with, per connection:
 
 - a bound on the bytes of a request line and its headers, counted as they arrive (an
   integer add and a comparison per read), and one on their number: past either, the answer
-  is `431` and the connection is closed, so never-ending headers hold no more than the bound;
+  is `431` and the connection is closed, so never-ending headers hold no more than the bound
+  (a request pipelined behind another in one read is counted from its next read: at most
+  one read, 256 KiB, more);
 - a header deadline, from the connection's opening (a client that sends nothing) and from
   the first read of each later request, until its headers are complete: then the
   connection is closed (with a `408` when the request had begun and no answer is under way);
