@@ -40,6 +40,7 @@ ENDLESS_PER_CONNECTION = 16 * 1024 * 1024
 RSS_GROWTH_LIMIT = 20 * 1024 * 1024
 CAP = 50
 CLOSED = "event_tracker_ingest_connections_closed_total"
+REQUESTS = "event_tracker_ingest_http_requests_total"
 POST = b"POST /api/v1/activities HTTP/1.1\r\nHost: ingest\r\nContent-Type: application/json\r\n"
 
 
@@ -56,8 +57,8 @@ def guarded_ingest(ingest_with: ServiceFactory) -> Iterator[ServiceProcess]:
 
 def resident_bytes(service: ServiceProcess) -> int:
     """The process's resident memory (VmRSS), in bytes."""
-    assert service.process is not None
-    for line in Path(f"/proc/{service.process.pid}/status").read_text().splitlines():
+    assert service.pid is not None
+    for line in Path(f"/proc/{service.pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
@@ -65,14 +66,19 @@ def resident_bytes(service: ServiceProcess) -> int:
 
 async def closures(service: ServiceProcess) -> dict[str, float]:
     """`event_tracker_ingest_connections_closed_total` by reason."""
+    return {labels["reason"]: value for labels, value in await samples(service, CLOSED)}
+
+
+async def samples(service: ServiceProcess, name: str) -> list[tuple[dict[str, str], float]]:
+    """The labels and value of each sample of metric `name`."""
     async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
         response = await http.get("/metrics")
-    return {
-        sample.labels["reason"]: sample.value
+    return [
+        (sample.labels, sample.value)
         for family in text_string_to_metric_families(response.text)
         for sample in family.samples
-        if sample.name == CLOSED
-    }
+        if sample.name == name
+    ]
 
 
 async def post_one(service: ServiceProcess) -> int:
@@ -155,6 +161,13 @@ async def test_idle_slow_and_trickling_connections_end_at_their_deadlines_while_
     closed = await closures(guarded_ingest)
     assert closed["header_timeout"] == IDLE_SOCKETS + 1
     assert closed["body_timeout"] == 1
+    # The app was reading the trickling body: a hang-up to it (499), not a server error.
+    posts = {
+        labels["status"]: value
+        for labels, value in await samples(guarded_ingest, REQUESTS)
+        if labels["handler"] == "/api/v1/activities"
+    }
+    assert posts == {"202": 4, "499": 1}
 
 
 async def test_headers_past_their_bounds_are_431_or_closed_and_memory_stays_flat(
