@@ -52,6 +52,12 @@ class Served:
     port: int
     registry: CollectorRegistry
     disconnects: list[str] = field(default_factory=list)
+    server: uvicorn.Server | None = None
+
+    def open_connections(self) -> int:
+        """Connections the server holds right now."""
+        assert self.server is not None
+        return len(self.server.server_state.connections)
 
     def closed(self, reason: str) -> float:
         """Connections closed for `reason` so far."""
@@ -111,7 +117,7 @@ def serve_guarded() -> ServeGuarded:
             timeout_keep_alive=30,
             http=functools.partial(GuardedProtocol, limits=replace(LIMITS, **changes)),  # type: ignore[arg-type]
         )
-        server = uvicorn.Server(config)
+        server = served.server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
         assert await wait_until(lambda: server.started, 10, interval=0.01), "no server"
         try:
@@ -358,7 +364,7 @@ async def test_connections_over_the_cap_are_closed_at_once(serve_guarded: ServeG
         assert (rest, served.closed("over_capacity")) == (b"", 1)
         assert seconds < SLACK
         held[0][1].close()  # a place frees up
-        await asyncio.sleep(0.1)
+        assert await wait_until(lambda: served.open_connections() == 2, 5, interval=0.01)
         reader, writer = await served.connect()
         writer.write(HEAD + b"\r\n")
         assert (await answer(reader))[0] == 200

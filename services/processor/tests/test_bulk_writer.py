@@ -341,7 +341,7 @@ async def test_while_every_slot_is_busy_flushed_messages_join_one_group() -> Non
         asyncio.ensure_future(writer.write_many([f"m{i}-a", f"m{i}-b"], flush=True))
         for i in range(1, 10)
     ]
-    await asyncio.sleep(0)
+    assert await wait_until(lambda: len(writer._pending) == 18, 5, interval=0.001)
     release.set()
     await asyncio.wait_for(asyncio.gather(first, *rest), 5)
     assert [len(call) for call in store.calls] == [2, 18]
