@@ -25,11 +25,11 @@ from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
 from activity_contract.events import (
-    QUEUE_MESSAGE,
     SCHEMA_VERSION,
     ActivityGroupMessage,
     ActivityMessage,
     UnreadableEvent,
+    read_queue_message,
 )
 from activity_contract.topology import MAX_MESSAGE_BYTES
 from processor.bulk_writer import BulkWriter, WriteOutcome
@@ -93,7 +93,7 @@ def read_message(
     if len(body) > MAX_MESSAGE_BYTES:
         reject_unreadable(message, DeadLetterReason.TOO_LARGE, f"{len(body)} bytes", metrics)
     try:
-        return QUEUE_MESSAGE.validate_json(body)
+        return read_queue_message(body)
     except ValidationError as error:
         reject_unreadable(message, _unreadable_reason(body), _summary(error), metrics)
 
