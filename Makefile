@@ -24,7 +24,10 @@ asyncapi: ## Regenerate asyncapi.yaml from the code
 	@$(UV) run --frozen faststream docs gen --factory processor.app:create_asyncapi_app --yaml --out asyncapi.yaml
 
 asyncapi-renderer: ## Re-vendor the /asyncapi page's renderer from npm (RENDERER_VERSION=x.y.z; default: the pinned one)
-	@$(UV) run --frozen python scripts/vendor_asyncapi_renderer.py $(RENDERER_VERSION)
+	@$(UV) run --frozen python scripts/vendor_renderer.py asyncapi $(RENDERER_VERSION)
+
+swagger-ui: ## Re-vendor the /docs page's Swagger UI from npm (RENDERER_VERSION=x.y.z; default: the pinned one)
+	@$(UV) run --frozen python scripts/vendor_renderer.py swagger-ui $(RENDERER_VERSION)
 
 bench: ## Measure throughput and latency (BENCH_ARGS=--quick: a few minutes; BASELINE=dir: side by side)
 	@$(UV) run --frozen python -m bench $(if $(BASELINE),--baseline "$(BASELINE)") $(BENCH_ARGS)
@@ -32,4 +35,4 @@ bench: ## Measure throughput and latency (BENCH_ARGS=--quick: a few minutes; BAS
 compose-check: ## Validate both Compose files (single node, cluster) against the Compose specification
 	@scripts/check_compose.sh
 
-.PHONY: help install run test lint format asyncapi asyncapi-renderer bench compose-check
+.PHONY: help install run test lint format asyncapi asyncapi-renderer swagger-ui bench compose-check

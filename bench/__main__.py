@@ -20,10 +20,13 @@ from pathlib import Path
 from pymongo.errors import PyMongoError
 
 from bench.baseline import baseline_spec
+from bench.chart import render_svg
 from bench.phases import FULL, GROUPS, QUICK, Plan, SystemRun
 from bench.report import BASELINE, SUBJECT, Measure, Report
 from bench.stack import event_tracker_spec, say, system_stack
 
+# The run's picture (bench/results/ is not committed).
+CHART = Path(__file__).resolve().parent / "results" / "latest.svg"
 # Issue 10, 16 and 18's targets.
 SINGLE_VS_BASELINE = 1.0
 BATCH_VS_BASELINE = 2.0
@@ -224,6 +227,9 @@ def main() -> None:
         say(f"bench failed: {error}")
         sys.exit(1)
     print(report.render(), flush=True)
+    CHART.parent.mkdir(parents=True, exist_ok=True)
+    CHART.write_text(render_svg(report))
+    say(f"picture of the table: {CHART}")
 
 
 if __name__ == "__main__":

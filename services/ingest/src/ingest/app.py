@@ -15,6 +15,7 @@ from ingest.auth import ApiKeys
 from ingest.deps import require_ingest_key
 from ingest.erasures import ActivityEraser
 from ingest.http.connections import CONNECTION_CLOSURES, ConnectionClosures
+from ingest.http.docs_page import docs_router
 from ingest.http.errors import install_error_handlers
 from ingest.http.json_bodies import document_request_bodies
 from ingest.http.metrics import ConnectionMetrics, HttpMetrics
@@ -89,6 +90,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         version="1.0.0",
         description="Accepts user activity events and publishes them to RabbitMQ.",
         lifespan=lifespan,
+        docs_url=None,  # served by docs_router, with Swagger UI from the package
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.publisher = publisher
@@ -111,6 +114,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.include_router(activities.router, dependencies=write_guards)
     app.include_router(users.router)  # its routes name their own limits and keys
     app.include_router(health.router)
+    app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
     document_request_bodies(app, ActivityIn, ActivityBatchIn)
     install_error_handlers(app, [activities.router, users.router, health.router])
     # Pure ASGI middleware; added last = outermost.
