@@ -84,5 +84,6 @@ DEAD_LETTER_OPERATION = OperationDoc(
     "(reason `rejected`: unreadable; `delivery_limit`: failed too often). One event of a "
     "group that cannot be stored while the rest of its group can is published here alone "
     "(`ActivityMessage`) by the processor, with headers `x-dead-letter-reason` (`invalid`, "
-    "`unknown_schema_version`, `refused`) and `x-dead-letter-error`.",
+    "`unknown_schema_version`, `refused`) and `x-dead-letter-error`, and the time as its "
+    "`timestamp`. `event-tracker-dlq` lists, shows and replays them.",
 )

@@ -310,6 +310,7 @@ class ActivityHandler:
             await self.dead_letters.publish(
                 body,
                 headers={"x-dead-letter-reason": reason.value, "x-dead-letter-error": error[:500]},
+                timestamp=datetime.now(UTC),  # when it was dead-lettered (`event-tracker-dlq`)
                 message_id=event_id,
                 correlation_id=request_id,
                 content_type="application/json",
