@@ -21,6 +21,7 @@ from pymongo.errors import PyMongoError
 
 from bench.baseline import baseline_spec
 from bench.chart import render_svg
+from bench.otlp_sink import otlp_sink
 from bench.phases import FULL, GROUPS, QUICK, Plan, SystemRun
 from bench.report import BASELINE, SUBJECT, Measure, Report
 from bench.stack import event_tracker_spec, say, system_stack
@@ -164,6 +165,11 @@ def title(plan: Plan, systems: list[str]) -> str:
         f"event-tracker benchmark ({plan.name}), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average at start {os.getloadavg()[0]:.2f}; systems: {'; '.join(systems)}"
+        + (
+            "; event-tracker traces on (OTLP to a sink)"
+            if os.environ.get("OTEL_TRACES_EXPORTER") == "otlp"
+            else ""
+        )
     )
 
 
@@ -204,6 +210,12 @@ def main() -> None:
         "copied to a temporary folder, never written to",
     )
     parser.add_argument(
+        "--traces",
+        action="store_true",
+        help="run event-tracker with OpenTelemetry tracing on, exporting to a sink that "
+        "keeps nothing: what tracing costs",
+    )
+    parser.add_argument(
         "--only",
         default=",".join(sorted(GROUPS)),
         help="comma-separated groups of phases to run: bare (publish and insert limits), "
@@ -219,7 +231,11 @@ def main() -> None:
     # SIGTERM unwinds like Ctrl-C: services, servers and vhosts are stopped and deleted.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        report = run(QUICK if args.quick else FULL, args.baseline, groups)
+        with contextlib.ExitStack() as tracing:
+            if args.traces:
+                os.environ["OTEL_TRACES_EXPORTER"] = "otlp"
+                os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = tracing.enter_context(otlp_sink())
+            report = run(QUICK if args.quick else FULL, args.baseline, groups)
     except KeyboardInterrupt:
         say("interrupted: everything started was stopped")
         sys.exit(130)

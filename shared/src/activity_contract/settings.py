@@ -77,10 +77,12 @@ class MongoSettings(ServiceSettings):
 
 
 class LoggingSettings(ServiceSettings):
-    """Log level and format."""
+    """Log level and format; traces (OpenTelemetry, off by default)."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["console", "json"] = "console"
+    # `otlp`: spans go to OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP), read by the exporter.
+    otel_traces_exporter: Literal["none", "otlp"] = "none"
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from activity_contract.events import ActivityBatchIn, ActivityIn
 from activity_contract.process import freeze_startup_objects
 from activity_contract.settings import load_settings
 from activity_contract.startup import StartupFailureLine
+from activity_contract.tracing import start_tracing
 from ingest.auth import ApiKeys
 from ingest.deps import require_ingest_key
 from ingest.erasures import ActivityEraser
@@ -41,7 +42,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     install_log_record_request_ids()
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
-    publisher = ActivityPublisher(settings, metrics)
+    tracing = start_tracing(settings.otel_traces_exporter, "event-tracker-ingest")
+    tracer = tracing.tracer if tracing else None
+    publisher = ActivityPublisher(settings, metrics, tracer)
     shared_windows = SharedWindows(
         settings.redis_url,
         settings.rate_limit_key_prefix,
@@ -84,6 +87,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             await shared_windows.stop()
             if reader is not None:
                 await reader.close()
+            if tracing is not None:
+                tracing.shutdown()  # the last spans are exported before the process ends
 
     app = FastAPI(
         title="event-tracker ingest",
@@ -130,7 +135,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         limiter=write_limit,
         routes={route.path: route for route in activities.router.routes},  # type: ignore[attr-defined]
     )
-    app.add_middleware(RequestScope, metrics=HttpMetrics(registry))
+    app.add_middleware(RequestScope, metrics=HttpMetrics(registry), tracer=tracer)
     # Lifespan only: a start-up a dependency refused logs its cause, not a traceback.
     app.add_middleware(StartupFailureLine)
     return app

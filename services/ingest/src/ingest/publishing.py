@@ -15,15 +15,23 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from aio_pika.exceptions import DeliveryError, PublishError
 from faststream.rabbit import Channel, RabbitBroker
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode, Tracer
 
 from activity_contract.events import SCHEMA_VERSION, ActivityMessage, QueueMessage
 from activity_contract.settings import BROKER_RECONNECT_SECONDS
 from activity_contract.startup import broker_refusals_named
-from activity_contract.topology import MAX_MESSAGE_BYTES, PUBLISH_OPERATION, activity_queues
+from activity_contract.topology import (
+    ACTIVITY_QUEUE,
+    MAX_MESSAGE_BYTES,
+    PUBLISH_OPERATION,
+    activity_queues,
+)
+from activity_contract.tracing import current_span_context, span_of_many, trace_headers
 from ingest.http.errors import BrokerUnavailableError
 from ingest.http.request_guards import PayloadTooLargeError
 from ingest.metrics import IngestMetrics
@@ -58,14 +66,22 @@ class _Group:
     size: int = 0
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     deadline: asyncio.TimerHandle | None = None
+    # Tracing on: the span of each request whose events it holds.
+    requests: list[SpanContext] = field(default_factory=list)
 
 
 class ActivityPublisher:
     """Publishes activity events; returns only after RabbitMQ confirmed the message."""
 
-    def __init__(self, settings: IngestSettings, metrics: IngestMetrics) -> None:
-        """Build the broker (not connected yet) from settings; count outcomes in `metrics`."""
+    def __init__(
+        self, settings: IngestSettings, metrics: IngestMetrics, tracer: Tracer | None = None
+    ) -> None:
+        """Build the broker (not connected yet) from settings; count outcomes in `metrics`.
+
+        With a `tracer`, each message's publish is a span linked to its requests' spans.
+        """
         self._metrics = metrics
+        self._tracer = tracer
         self._url = settings.rabbitmq_url
         # on_return_raises: a mandatory message that no queue takes becomes an error.
         self.broker = RabbitBroker(
@@ -146,6 +162,8 @@ class ActivityPublisher:
         group.size += size
         group.messages.extend(messages)
         group.waiters.append(waiter)
+        if self._tracer is not None and (request := current_span_context()) is not None:
+            group.requests.append(request)
         if len(group.events) >= MAX_GROUP_EVENTS or group.size >= MAX_GROUP_BYTES:
             self._flush()
         elif not self._flush_scheduled and len(self._in_flight) < MAX_PUBLISHES_IN_FLIGHT:
@@ -181,6 +199,23 @@ class ActivityPublisher:
             self._flush()
 
     async def _publish_group(self, group: _Group) -> None:
+        if self._tracer is None:
+            await self._publish_now(group, None)
+            return
+        attributes = {
+            "messaging.system": "rabbitmq",
+            "messaging.destination.name": ACTIVITY_QUEUE,
+            "messaging.batch.message_count": len(group.events),
+        }
+        name = f"{ACTIVITY_QUEUE} publish"
+        with span_of_many(
+            self._tracer, name, SpanKind.PRODUCER, group.requests, attributes
+        ) as span:
+            if not await self._publish_now(group, trace_headers()):
+                span.set_status(StatusCode.ERROR)
+
+    async def _publish_now(self, group: _Group, headers: dict[str, Any] | None) -> bool:
+        """Publish the group and settle its requests; whether RabbitMQ confirmed it."""
         first = group.messages[0]
         if len(group.messages) == 1:  # the one-event kind: message_id is the event id
             body, message_id = group.events[0], first.event_id
@@ -197,6 +232,7 @@ class ActivityPublisher:
                     # carries its own): it correlates by its own id.
                     correlation_id=(first.request_id if len(request_ids) == 1 else str(message_id)),
                     content_type="application/json",
+                    headers=headers,
                     timeout=self._timeout,
                 )
         except BROKER_FAILURES as error:
@@ -213,7 +249,7 @@ class ActivityPublisher:
             elif isinstance(error, PublishError):  # returned: no queue took it
                 self.queues.missing(self.queues.activity_queue.name, found_by="unroutable publish")
             _settle(group.waiters, error)
-            return
+            return False
         except BaseException as error:  # cancelled or a bug: never leave a request waiting
             _settle(group.waiters, TimeoutError(f"publish did not complete: {error!r}"))
             raise
@@ -223,6 +259,7 @@ class ActivityPublisher:
         self._metrics.published.inc(len(group.events))
         self._metrics.events_per_message.observe(len(group.events))
         _settle(group.waiters, None)
+        return True
 
     def _renew_channel_soon(self) -> None:
         """Open the publishing channel afresh, once at a time, after the broker nacked.

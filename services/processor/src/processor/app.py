@@ -11,6 +11,7 @@ from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.message import RabbitMessage
 from faststream.specification import AsyncAPI
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry, make_asgi_app
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -24,6 +25,7 @@ from activity_contract.topology import (
     PUBLISH_OPERATION,
     activity_queues,
 )
+from activity_contract.tracing import start_tracing
 from processor.asyncapi_page import asyncapi_page_route, load_renderer, renderer_routes
 from processor.bulk_writer import BulkWriter, RetryPolicy
 from processor.documents import (
@@ -96,8 +98,12 @@ def build_processor(
     settings: ProcessorSettings,
     database: AsyncDatabase[dict[str, object]],
     metrics: ProcessorMetrics,
+    tracer: Tracer | None = None,
 ) -> tuple[RabbitBroker, ActivityHandler, BulkWriter[EncodedActivity]]:
-    """The broker with its activity subscriber, the handler it calls, and its writer."""
+    """The broker with its activity subscriber, the handler it calls, and its writer.
+
+    With a `tracer`, each message's handling and each bulk insert is a span.
+    """
     dead_letter_queue, activity_queue = queue_objects(settings)
     broker = RabbitBroker(
         settings.rabbitmq_url,
@@ -117,6 +123,7 @@ def build_processor(
         max_wait=settings.processor_batch_wait_ms / 1000,
         retry=RetryPolicy(give_up_after=settings.processor_write_retry_seconds),
         metrics=metrics,
+        tracer=tracer,
     )
     dead_letters = broker.publisher(
         dead_letter_queue,
@@ -124,7 +131,9 @@ def build_processor(
         title=DEAD_LETTER_OPERATION.title,
         description=DEAD_LETTER_OPERATION.description,
     )
-    handler = ActivityHandler(writer, store, dead_letters, metrics, settings.processor_prefetch)
+    handler = ActivityHandler(
+        writer, store, dead_letters, metrics, settings.processor_prefetch, tracer
+    )
 
     async def decode(message: RabbitMessage) -> Any:
         return read_message(message, metrics)
@@ -182,8 +191,12 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         )
     client = mongo_client(settings.mongodb_url)
     metrics = ProcessorMetrics(CollectorRegistry())
+    tracing = start_tracing(settings.otel_traces_exporter, "event-tracker-processor")
     broker, handler, writer = build_processor(
-        settings, durable_database(client, settings.mongodb_database), metrics
+        settings,
+        durable_database(client, settings.mongodb_database),
+        metrics,
+        tracing.tracer if tracing else None,
     )
     renderer = load_renderer()
     stop_retrying_soon, drain = shutdown_hooks(writer)
@@ -195,6 +208,8 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
     async def close() -> None:
         await drain()
         await client.close()
+        if tracing is not None:
+            tracing.shutdown()  # the last spans are exported before the process ends
 
     return AsgiFastStream(
         broker,

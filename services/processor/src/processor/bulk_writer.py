@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, Protocol, TypeVar
 
+from opentelemetry.trace import SpanContext, SpanKind, Tracer
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from activity_contract.tracing import current_span_context, span_of_many
 from processor.metrics import ProcessorMetrics
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class _Call:
     outcomes: list[WriteOutcome]
     left: int
     done: asyncio.Future[list[WriteOutcome]]
+    span: SpanContext | None = None  # tracing on: the span of the caller (a message)
 
     def resolve(self, index: int, outcome: WriteOutcome) -> None:
         self.outcomes[index] = outcome
@@ -120,8 +123,10 @@ class BulkWriter(Generic[DocumentT]):
         max_wait: float,
         retry: RetryPolicy | None = None,
         metrics: ProcessorMetrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
-        """Write through `store`."""
+        """Write through `store`; with a `tracer`, each group's write is a span."""
+        self._tracer = tracer
         self._store = store
         self._metrics = metrics
         self._batch_size = batch_size
@@ -147,7 +152,10 @@ class BulkWriter(Generic[DocumentT]):
         loop = asyncio.get_running_loop()
         # One future per call, not per document: a message of many events waits once.
         call = _Call(
-            [WriteOutcome.RETRY_LATER] * len(documents), len(documents), loop.create_future()
+            [WriteOutcome.RETRY_LATER] * len(documents),
+            len(documents),
+            loop.create_future(),
+            current_span_context() if self._tracer is not None else None,
         )
         self._pending.extend(_Pending(document, call, i) for i, document in enumerate(documents))
         if flush or len(self._pending) >= self._batch_size:
@@ -218,6 +226,25 @@ class BulkWriter(Generic[DocumentT]):
             self._slots.release()
 
     async def _write_group(self, group: list[_Pending[DocumentT]]) -> None:
+        if self._tracer is None:
+            await self._write_group_now(group)
+            return
+        # The span of each message in the group, once (a message's documents share one).
+        spans = {id(entry.call): entry.call.span for entry in group if entry.call.span}
+        callers = list(spans.values())
+        attributes = {"db.system": "mongodb", "db.operation.name": "insert_many"}
+        with span_of_many(
+            self._tracer, "bulk insert", SpanKind.CLIENT, callers, attributes
+        ) as span:
+            outcomes = await self._write_group_now(group)
+            span.set_attributes(
+                {
+                    f"event_tracker.{outcome.value}": outcomes.count(outcome)
+                    for outcome in WriteOutcome
+                }
+            )
+
+    async def _write_group_now(self, group: list[_Pending[DocumentT]]) -> list[WriteOutcome]:
         outcomes = [WriteOutcome.RETRY_LATER] * len(group)
         try:
             await self._write([entry.document for entry in group], outcomes)
@@ -228,6 +255,7 @@ class BulkWriter(Generic[DocumentT]):
             raise
         finally:
             _resolve(group, outcomes)
+        return outcomes
 
     async def _write(self, documents: list[DocumentT], outcomes: list[WriteOutcome]) -> None:
         """Check erasures, insert until confirmed, check erasures again; set outcomes."""

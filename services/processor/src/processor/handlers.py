@@ -21,6 +21,7 @@ from bson.errors import BSONError
 from faststream.exceptions import RejectMessage
 from faststream.rabbit.message import RabbitMessage
 from faststream.rabbit.publisher import RabbitPublisher
+from opentelemetry.trace import SpanKind, Tracer
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
@@ -31,7 +32,8 @@ from activity_contract.events import (
     UnreadableEvent,
     read_queue_message,
 )
-from activity_contract.topology import MAX_MESSAGE_BYTES
+from activity_contract.topology import ACTIVITY_QUEUE, MAX_MESSAGE_BYTES
+from activity_contract.tracing import span_from_headers
 from processor.bulk_writer import BulkWriter, WriteOutcome
 from processor.documents import ActivityStore, EncodedActivity, same_client_content
 from processor.metrics import ProcessorMetrics
@@ -125,8 +127,13 @@ class ActivityHandler:
         dead_letters: RabbitPublisher,
         metrics: ProcessorMetrics,
         prefetch: int,
+        tracer: Tracer | None = None,
     ) -> None:
-        """Write through `writer`; dead-letter single events through `dead_letters`."""
+        """Write through `writer`; dead-letter single events through `dead_letters`.
+
+        With a `tracer`, handling a message is a span continuing its publisher's trace.
+        """
+        self.tracer = tracer
         self.writer = writer
         self.store = store
         self.dead_letters = dead_letters
@@ -142,7 +149,10 @@ class ActivityHandler:
         """Store every event of the message; return to acknowledge it, raise to requeue."""
         self.progress.took()
         try:
-            await self._handle(body, message)
+            if self.tracer is None:
+                await self._handle(body, message)
+            else:
+                await self._handle_traced(body, message, self.tracer)
         except RejectMessage:
             raise
         except Exception:
@@ -153,6 +163,26 @@ class ActivityHandler:
             self._requeue()
         finally:
             self.progress.settled()
+
+    async def _handle_traced(
+        self, body: ActivityMessage | ActivityGroupMessage, message: RabbitMessage, tracer: Tracer
+    ) -> None:
+        attributes = {
+            "messaging.system": "rabbitmq",
+            "messaging.destination.name": ACTIVITY_QUEUE,
+            "messaging.message.id": message.message_id or "",
+        }
+        with span_from_headers(
+            tracer, f"{ACTIVITY_QUEUE} process", SpanKind.CONSUMER, message.headers, attributes
+        ) as span:
+            settlement = "ack"
+            try:
+                await self._handle(body, message)
+            except RejectMessage as settled:
+                settlement = "requeue" if settled.extra_options.get("requeue") else "reject"
+                raise
+            finally:
+                span.set_attribute("messaging.rabbitmq.settlement", settlement)
 
     async def _handle(
         self, body: ActivityMessage | ActivityGroupMessage, message: RabbitMessage
