@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prints the path of a promtool for the alert-rule and dashboard tests: the one on PATH, or
 # one taken out of Debian's prometheus package into .local/tools (downloaded once with
-# `apt-get download`; nothing is installed and no Prometheus server is started). Prints
+# `apt-get download`; nothing is installed and no Prometheus server is started; the
+# package's `prometheus` binary lands beside it, for scripts/dashboard_preview.py). Prints
 # nothing, with the reason on stderr, when neither can be had: those tests then skip.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,4 +30,5 @@ if ! download && ! { [ "$(id -u)" -eq 0 ] && apt-get update -q >&2 && download; 
   exit 0
 fi
 dpkg-deb -x "$work"/prometheus_*.deb "$work/x" && mkdir -p "$tools" &&
+  cp "$work/x/usr/bin/prometheus" "$tools/prometheus" &&
   cp "$work/x/usr/bin/promtool" "$tools/promtool" && echo "$tools/promtool"
