@@ -12,6 +12,7 @@ from activity_contract.process import freeze_startup_objects
 from activity_contract.settings import load_settings
 from activity_contract.startup import StartupFailureLine
 from ingest.auth import ApiKeys
+from ingest.client_identity import ClientIdentity
 from ingest.deps import require_ingest_key
 from ingest.erasures import ActivityEraser
 from ingest.http.connections import CONNECTION_CLOSURES, ConnectionClosures
@@ -24,7 +25,6 @@ from ingest.http.request_scope import RequestScope
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
 from ingest.rate_limit import (
-    ClientIdentity,
     ClientRateLimiter,
     RefusedClientGate,
     SharedWindows,

@@ -1,7 +1,5 @@
-"""Per-client rate limiting (design §8), whole in one module.
+"""Per-client rate limiting (design §8); who the client is: `ingest.client_identity`.
 
-- Who the client is: the socket peer, or what a trusted proxy says it forwarded; an IPv4
-  address, or the IPv6 /64 it belongs to (both prefixes configurable).
 - The shared limit: a sliding-window log per client in Redis, checked by one Lua script
   that reads Redis's own clock, so instances with skewed clocks still share one exact
   limit. The checks of one event-loop iteration travel in one script call.
@@ -25,7 +23,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any, Literal, NoReturn
 
 from fastapi import Request, Response
@@ -46,17 +43,13 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from activity_contract.startup import DependencyRefusedError
+from ingest.client_identity import ClientIdentity
 from ingest.http.errors import RateLimitedError, send_rate_limited
 from ingest.http.paths import route_path
 from ingest.metrics import IngestMetrics
 from ingest.settings import RateLimitRule
 
 logger = logging.getLogger(__name__)
-
-IPAddress = IPv4Address | IPv6Address
-IPNetwork = IPv4Network | IPv6Network
-FORWARDED_FOR = "x-forwarded-for"
-UNKNOWN_PEER = "unknown"
 
 # Failures of the shared store that make us fall back instead of failing the request.
 REDIS_FAILURES = (RedisError, OSError, TimeoutError)
@@ -72,94 +65,8 @@ REDIS_MAX_CONNECTIONS = 16
 FALLBACK_MAX_ENTRIES = 200_000
 # Clients refused locally are remembered at most this many at once.
 REFUSED_MAX_CLIENTS = 100_000
-# Peers whose parsed key is kept (the cache is simply emptied when full).
-PEER_KEYS_KEPT = 10_000
 # Refusals are logged aggregated, at most once per this many seconds.
 REFUSAL_LOG_SECONDS = 10.0
-
-
-# --- Who the client is ------------------------------------------------------------------
-
-
-def parse_address(text: str) -> IPAddress | None:
-    """An IP address from `text` as proxies write it (ports and brackets allowed), or None."""
-    text = text.strip()
-    if text.startswith("["):  # [2001:db8::1]:443
-        text = text[1 : text.find("]")] if "]" in text else ""
-    elif text.count(":") == 1:  # 203.0.113.7:51234
-        text = text.split(":", 1)[0]
-    try:
-        address = ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # ::ffff:203.0.113.7 is 203.0.113.7
-    return address
-
-
-class ClientIdentity:
-    """The rate-limit key of a request; never trusts a header an untrusted peer sent."""
-
-    def __init__(
-        self, trusted_proxies: Sequence[IPNetwork], ipv4_prefix: int = 32, ipv6_prefix: int = 64
-    ) -> None:
-        """Honour `X-Forwarded-For` only from `trusted_proxies`; group addresses by prefix."""
-        self.trusted_proxies = tuple(trusted_proxies)
-        self.ipv4_prefix = ipv4_prefix
-        self.ipv6_prefix = ipv6_prefix
-        # Without trusted proxies the key is the peer's alone: parsed once per peer.
-        self._peer_keys: dict[str, str] = {}
-
-    def is_trusted(self, address: IPAddress) -> bool:
-        """Whether `address` is one of our proxies."""
-        return any(address in network for network in self.trusted_proxies)
-
-    def client_address(self, connection: HTTPConnection) -> IPAddress | None:
-        """The socket peer, or the right-most forwarded address that is not a trusted proxy.
-
-        Proxies append the address they received from, so only the entries added by our
-        own proxies are trustworthy: walking from the right, the first address outside
-        the trusted networks is the client. Anything unparseable on the way means the
-        header cannot be believed, and the peer is used instead.
-        """
-        peer = parse_address(connection.client.host if connection.client else "")
-        if peer is None or not self.trusted_proxies or not self.is_trusted(peer):
-            return peer
-        forwarded = ",".join(connection.headers.getlist(FORWARDED_FOR)).split(",")
-        client = peer
-        for hop in reversed([item.strip() for item in forwarded if item.strip()]):
-            address = parse_address(hop)
-            if address is None:
-                return peer
-            client = address
-            if not self.is_trusted(address):
-                break
-        return client
-
-    def key_of(self, address: IPAddress) -> str:
-        """An IPv4 address (or its network), or the IPv6 network it belongs to."""
-        prefix = self.ipv4_prefix if address.version == 4 else self.ipv6_prefix
-        if prefix == address.max_prefixlen:
-            return str(address)
-        return str(ip_network(f"{address}/{prefix}", strict=False))
-
-    async def __call__(self, connection: HTTPConnection) -> str:
-        """fastapi-limiter identifier: the client's rate-limit key."""
-        if not self.trusted_proxies and connection.client is not None:
-            key = self._peer_keys.get(connection.client.host)
-            if key is None:
-                key = self._key(connection)
-                if len(self._peer_keys) >= PEER_KEYS_KEPT:
-                    self._peer_keys.clear()
-                self._peer_keys[connection.client.host] = key
-            return key
-        return self._key(connection)
-
-    def _key(self, connection: HTTPConnection) -> str:
-        address = self.client_address(connection)
-        if address is None:
-            return connection.client.host if connection.client else UNKNOWN_PEER
-        return self.key_of(address)
 
 
 # --- Verdicts ---------------------------------------------------------------------------
