@@ -190,17 +190,15 @@ class ClientWindow(AbstractBucket):
         self._rates = windows.rates
 
     async def put(self, item: RateItem) -> bool:
-        """A live local refusal, else Redis's verdict (a refusal is remembered), else memory's."""
+        """Count the request in Redis (a refusal is remembered), or in memory if Redis fails."""
         windows, now = self.windows, time.monotonic()
-        verdict = windows.refusals.verdict(self.key, now)
-        if verdict is None:
-            reply = await windows.shared.check(self.key, windows.rule)
-            shared = reply is not None
-            if reply is None:
-                windows.fallbacks.inc()
-                reply = windows.local.check(self.key)
+        reply = await windows.shared.check(self.key, windows.rule)
+        if reply is None:
+            windows.fallbacks.inc()
+            verdict = Verdict.of(windows.rule.limit, windows.local.check(self.key))
+        else:
             verdict = Verdict.of(windows.rule.limit, reply)
-            if shared and not verdict.allowed:
+            if not verdict.allowed:
                 windows.refusals.remember(self.key, verdict, now)
         VERDICT.set(verdict)
         failing = None if verdict.allowed else self._rates[0]
@@ -246,19 +244,25 @@ class ClientRateLimiter(RateLimiter):
         super().__init__(limiter=limiter, identifier=identity, callback=refuse, blocking=False)
 
     async def __call__(self, request: Request, response: Response) -> None:
-        """The library's check, keyed by scope; 429 over the limit, `RateLimit-*` headers.
+        """A live local refusal, else the library's check keyed by scope; `RateLimit-*` headers.
 
         fastapi-limiter 0.2's own `__call__` keys each route apart by walking `app.routes`
         (which fails with included routers in current FastAPI; our write routes share one
         budget), and its `try_acquire_async` holds a per-loop lock across the Redis round
         trip (one check at a time per process); `try_acquire` awaits the bucket unlocked.
         """
-        key = request.scope.get(self._gated_key) or await self.key(request)
-        admitted = self.limiter.try_acquire(key, blocking=False)
-        if isawaitable(admitted):
-            admitted = await admitted
-        verdict = VERDICT.get()
-        if not admitted:
+        # `RefusedClientGate` found this client's key, and no refusal, a moment ago.
+        key: str | None = request.scope.get(self._gated_key)
+        verdict = None
+        if key is None:
+            key = await self.key(request)
+            verdict = self.windows.refusals.verdict(key, time.monotonic())
+        if verdict is None:
+            admitted = self.limiter.try_acquire(key, blocking=False)
+            if isawaitable(admitted):
+                await admitted
+            verdict = VERDICT.get()
+        if not verdict.allowed:
             self._note_refusal(key)
             request.state.rate_limit = verdict
             await self.callback(request, response)
