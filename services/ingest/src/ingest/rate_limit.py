@@ -258,7 +258,7 @@ class ClientRateLimiter(RateLimiter):
             key = await self.key(request)
             verdict = self.windows.refusals.verdict(key, time.monotonic())
         if verdict is None:
-            admitted = self.limiter.try_acquire(key, blocking=False)
+            admitted = self.limiter.try_acquire(key, blocking=self.blocking)
             if isawaitable(admitted):
                 await admitted
             verdict = VERDICT.get()
