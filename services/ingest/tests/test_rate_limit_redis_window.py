@@ -22,29 +22,27 @@ async def started(prefix: str) -> SharedWindows:
     return windows
 
 
-async def test_concurrent_checks_stay_exact_with_one_key_per_script_call(
+async def test_one_loop_iterations_checks_travel_in_one_pipeline_and_stay_exact(
     redis_key_prefix: str,
 ) -> None:
-    """One key per call: Redis Cluster can route every call to its key's slot."""
+    """One pipeline per loop iteration, of single-key calls (Redis Cluster routes each)."""
     windows = await started(redis_key_prefix)
-    keys_per_call: list[int] = []
-    script = windows._script
-    assert script is not None
+    pipelines: list[list[str]] = []
+    run_script = windows._run_script
 
-    async def counting(*args: object, keys: list[str], **kwargs: object) -> object:
-        keys_per_call.append(len(keys))
-        return await script(*args, keys=keys, **kwargs)  # type: ignore[operator]
+    async def recording(calls: list[tuple[str, int, int, str]]) -> list[object]:
+        pipelines.append([key for key, *_ in calls])
+        return await run_script(calls)
 
-    windows._script = counting
+    windows._run_script = recording  # type: ignore[method-assign]
     rule = RateLimitRule(limit=5, period_seconds=60)
     try:
         replies = await asyncio.gather(*(windows.check("write:a", rule) for _ in range(8)))
         others = await asyncio.gather(*(windows.check("write:b", rule) for _ in range(2)))
     finally:
         await windows.stop()
-    assert keys_per_call == [1] * 10
+    assert pipelines == [[f"{redis_key_prefix}write:a"] * 8, [f"{redis_key_prefix}write:b"] * 2]
     assert all(r is not None and r.admitted for r in others)
-    # The calls travel on several connections, so they may reach Redis in any order.
     admitted = sorted(r.entries for r in replies if r and r.admitted)
     refused = [r for r in replies if r and not r.admitted]
     assert (admitted, len(refused)) == ([1, 2, 3, 4, 5], 3)
@@ -74,7 +72,7 @@ async def test_windows_use_redis_time_and_expire_when_idle(redis_key_prefix: str
 async def test_the_script_is_reloaded_after_a_redis_restart(redis_key_prefix: str) -> None:
     windows = await started(redis_key_prefix)
     try:
-        windows._script.sha = "0" * 40  # type: ignore[attr-defined]  # as after a restart: NOSCRIPT
+        windows._script_sha = "0" * 40  # as after a restart: NOSCRIPT
         verdict = await windows.check("write:d", RateLimitRule(limit=2, period_seconds=60))
     finally:
         await windows.stop()

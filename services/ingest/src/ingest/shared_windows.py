@@ -3,18 +3,24 @@
 One sliding-window log per client key, checked by one Lua script that reads Redis's own
 clock, so instances with skewed clocks still share one exact limit. One key per script
 call: Redis Cluster routes each call to the slot of its key. Keys expire when idle.
+
+The checks of one event-loop iteration travel together, as one non-transactional pipeline
+of those single-key calls (a cluster client splits it by node): one round trip for many
+concurrent requests. Measured in-process against one call per request, it cost about half
+the CPU per check at 20 concurrent requests.
 """
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
+from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptError, RedisError
 
 from activity_contract.startup import DependencyRefusedError
 from ingest.metrics import IngestMetrics
@@ -58,6 +64,10 @@ return {admitted, count, oldest + window - now, retry}
 """
 
 
+# One check: the key, then the script's arguments (limit, window ms, a unique member).
+_Call = tuple[str, int, int, str]
+
+
 class WindowReply(NamedTuple):
     """A window's answer to one check (the in-memory fallback answers the same way)."""
 
@@ -79,7 +89,11 @@ class SharedWindows:
         self._timeout = timeout
         self._metrics = metrics
         self._redis: Redis | None = None
-        self._script: object = None
+        # Redis knows the script by this digest; loaded at the first NOSCRIPT.
+        self._script_sha = hashlib.sha1(WINDOW_SCRIPT.encode()).hexdigest()  # noqa: S324
+        # The checks of this loop iteration, each with the future of its reply.
+        self._batch: list[tuple[_Call, asyncio.Future[WindowReply | None]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
         self._member_prefix = uuid.uuid4().hex[:12] + ":"
         self._members = 0
         self.state: RedisState = "up"
@@ -103,7 +117,6 @@ class SharedWindows:
             health_check_interval=0,
         )
         self._redis = Redis.from_pool(pool)
-        self._script = self._redis.register_script(WINDOW_SCRIPT)
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.ping()
@@ -115,7 +128,9 @@ class SharedWindows:
             self._record_failure(error)
 
     async def stop(self) -> None:
-        """Close the client."""
+        """Close the client (checks still on their way answer `None`: fall back)."""
+        for task in list(self._sending):
+            task.cancel()
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -125,21 +140,55 @@ class SharedWindows:
         if self._redis is None or not self._should_try():
             return None
         self._members += 1
-        arguments = (
+        call = (
+            self._prefix + key,
             rule.limit,
             rule.period_seconds * 1000,
             f"{self._member_prefix}{self._members}",
         )
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[WindowReply | None] = loop.create_future()
+        self._batch.append((call, reply))
+        if len(self._batch) == 1:
+            loop.call_soon(self._send_batch)
+        return await reply
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        task = asyncio.create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[_Call, asyncio.Future[WindowReply | None]]]) -> None:
+        replies: list[WindowReply | None] = [None] * len(batch)
         try:
             async with asyncio.timeout(self._timeout):
-                reply = await self._script(  # type: ignore[operator]
-                    keys=[self._prefix + key], args=arguments
-                )
+                answers = await self._run_script([call for call, _ in batch])
+            self._record_success()
+            replies = [WindowReply(bool(a[0]), *a[1:]) for a in answers]
         except REDIS_FAILURES as error:
             self._record_failure(error)
-            return None
-        self._record_success()
-        return WindowReply(bool(reply[0]), *reply[1:])
+        finally:  # every request gets an answer, also when stopped: None, fall back
+            for (_, future), reply in zip(batch, replies, strict=True):
+                if not future.done():  # its request may have gone (cancelled)
+                    future.set_result(reply)
+
+    async def _run_script(self, calls: list[_Call]) -> list[Any]:
+        """The script's answer to each call: one pipeline; the script loaded again if lost."""
+        assert self._redis is not None  # noqa: S101 - checked by `check`
+        for attempt in (1, 2):
+            pipe = self._redis.pipeline(transaction=False)
+            for key, limit, window_ms, member in calls:
+                pipe.evalsha(self._script_sha, 1, key, limit, window_ms, member)
+            answers = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(a, NoScriptError) for a in answers):
+                self._script_sha = await self._redis.script_load(WINDOW_SCRIPT)  # Redis restarted
+                continue
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
+            return list(answers)
+        raise AssertionError("unreachable")
 
     async def ping(self) -> bool:
         """Whether Redis answers within the timeout; updates the health either way."""
