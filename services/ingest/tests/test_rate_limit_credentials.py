@@ -66,7 +66,7 @@ def change_password(server: RedisServer, old: str, new: str) -> None:
 async def test_a_password_changed_under_ingest_is_auth_failed_not_an_outage(
     client_for: ClientFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="ingest.rate_limit")
+    caplog.set_level(logging.WARNING, logger="ingest.shared_windows")
     async with client_for(redis_url=redis_server.url, rate_limit="3/minute") as http:
         assert await redis_check(http) == "up"
         change_password(redis_server, PASSWORD, "rotated")
@@ -103,7 +103,7 @@ async def test_a_user_refused_the_limiters_commands_stays_auth_failed(
         admin.acl_setuser("pinger", enabled=True, passwords=["+pinger-pw"], commands=["+ping"])
     finally:
         admin.close()
-    caplog.set_level(logging.WARNING, logger="ingest.rate_limit")
+    caplog.set_level(logging.WARNING, logger="ingest.shared_windows")
     url = redis_server.url.replace(f":{PASSWORD}@", "pinger:pinger-pw@")
     async with client_for(redis_url=url, rate_limit="3/minute") as http:
         statuses = [

@@ -3,7 +3,7 @@
 import pytest
 from starlette.requests import Request
 
-from ingest.rate_limit import ClientIdentity, parse_address
+from ingest.client_identity import ClientIdentity, parse_address
 from ingest.settings import IngestSettings
 
 

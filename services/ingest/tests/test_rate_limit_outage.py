@@ -51,7 +51,7 @@ async def redis_check(http: httpx.AsyncClient) -> str:
 async def test_outage_falls_back_to_memory_then_returns_to_redis(
     client_for: ClientFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="ingest.rate_limit")
+    caplog.set_level(logging.WARNING, logger="ingest.shared_windows")
     async with client_for(redis_url=redis_server.url, rate_limit="4/minute") as http:
         before = await fallbacks(http)
         assert (await post(http)).status_code == 202

@@ -1,5 +1,5 @@
-"""The shared windows against a real Redis: one script call per loop iteration, Redis's
-clock, exact verdicts, keys that expire."""
+"""The shared windows against a real Redis: one key per script call, Redis's clock, exact
+verdicts, keys that expire."""
 
 import asyncio
 
@@ -8,8 +8,8 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from ingest.metrics import IngestMetrics
-from ingest.rate_limit import SharedWindows
 from ingest.settings import RateLimitRule
+from ingest.shared_windows import SharedWindows
 
 from .conftest import REDIS_URL
 
@@ -22,34 +22,34 @@ async def started(prefix: str) -> SharedWindows:
     return windows
 
 
-async def test_concurrent_checks_share_one_script_call_and_stay_exact(
+async def test_one_loop_iterations_checks_travel_in_one_pipeline_and_stay_exact(
     redis_key_prefix: str,
 ) -> None:
+    """One pipeline per loop iteration, of single-key calls (Redis Cluster routes each)."""
     windows = await started(redis_key_prefix)
-    calls = 0
-    script = windows._script
-    assert script is not None
+    pipelines: list[list[str]] = []
+    run_script = windows._run_script
 
-    async def counting(*args: object, **kwargs: object) -> object:
-        nonlocal calls
-        calls += 1
-        return await script(*args, **kwargs)  # type: ignore[operator]
+    async def recording(calls: list[tuple[str, int, int, str]]) -> list[object]:
+        pipelines.append([key for key, *_ in calls])
+        return await run_script(calls)
 
-    windows._script = counting
+    windows._run_script = recording  # type: ignore[method-assign]
     rule = RateLimitRule(limit=5, period_seconds=60)
     try:
-        verdicts = await asyncio.gather(*(windows.check("write:a", rule) for _ in range(8)))
+        replies = await asyncio.gather(*(windows.check("write:a", rule) for _ in range(8)))
         others = await asyncio.gather(*(windows.check("write:b", rule) for _ in range(2)))
     finally:
         await windows.stop()
-    assert calls == 2
-    assert [v.allowed for v in verdicts if v] == [True] * 5 + [False] * 3
-    assert [v.remaining for v in verdicts if v][:5] == [4, 3, 2, 1, 0]
-    assert all(v is not None and v.allowed for v in others)
-    refused = verdicts[-1]
-    assert refused is not None
-    assert 59 <= refused.retry_after_seconds <= 60
-    assert 59_000 < refused.retry_after_ms <= 60_000
+    assert pipelines == [[f"{redis_key_prefix}write:a"] * 8, [f"{redis_key_prefix}write:b"] * 2]
+    assert all(r is not None and r.admitted for r in others)
+    admitted = sorted(r.entries for r in replies if r and r.admitted)
+    refused = [r for r in replies if r and not r.admitted]
+    assert (admitted, len(refused)) == ([1, 2, 3, 4, 5], 3)
+    for reply in refused:
+        assert reply.entries == 5
+        assert 59_000 < reply.retry_ms <= 60_000
+        assert 59_000 < reply.reset_ms <= 60_000
 
 
 async def test_windows_use_redis_time_and_expire_when_idle(redis_key_prefix: str) -> None:
@@ -72,9 +72,9 @@ async def test_windows_use_redis_time_and_expire_when_idle(redis_key_prefix: str
 async def test_the_script_is_reloaded_after_a_redis_restart(redis_key_prefix: str) -> None:
     windows = await started(redis_key_prefix)
     try:
-        windows._script.sha = "0" * 40  # type: ignore[attr-defined]  # as after a restart: NOSCRIPT
+        windows._script_sha = "0" * 40  # as after a restart: NOSCRIPT
         verdict = await windows.check("write:d", RateLimitRule(limit=2, period_seconds=60))
     finally:
         await windows.stop()
     assert verdict is not None
-    assert verdict.allowed
+    assert verdict.admitted

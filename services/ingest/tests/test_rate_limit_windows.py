@@ -5,15 +5,11 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ingest.local_windows import LocalWindows
 from ingest.metrics import IngestMetrics
-from ingest.rate_limit import (
-    LocalWindows,
-    RecentRefusals,
-    RefusalLog,
-    SharedWindows,
-    Verdict,
-)
+from ingest.rate_limit import RecentRefusals, RefusalLog, Verdict
 from ingest.settings import RateLimitRule
+from ingest.shared_windows import SharedWindows, WindowReply
 
 MINUTE = RateLimitRule(limit=3, period_seconds=60)
 
@@ -35,21 +31,22 @@ def test_fallback_admits_the_limit_then_refuses_until_a_slot_frees() -> None:
     for _ in range(4):
         verdicts.append(windows.check("a"))
         clock.now += 1000
-    assert [v.allowed for v in verdicts] == [True, True, True, False]
-    assert verdicts[2].remaining == 0
+    assert [v.admitted for v in verdicts] == [True, True, True, False]
+    assert [v.entries for v in verdicts] == [1, 2, 3, 3]
     # The first request leaves the window 60 s after it was made: 57 s after the 4th.
-    assert verdicts[3].retry_after_seconds == 57
+    assert verdicts[3].retry_ms == 57_000
+    assert verdicts[3].reset_ms == 57_000
     clock.now = 1_000_000 + 60_000 - 1
-    assert not windows.check("a").allowed
+    assert not windows.check("a").admitted
     clock.now = 1_000_000 + 60_000
-    assert windows.check("a").allowed
+    assert windows.check("a").admitted
 
 
 def test_fallback_windows_are_per_client() -> None:
     windows = LocalWindows(RateLimitRule(limit=1, period_seconds=60), clock=Clock())
-    assert windows.check("a").allowed
-    assert not windows.check("a").allowed
-    assert windows.check("b").allowed
+    assert windows.check("a").admitted
+    assert not windows.check("a").admitted
+    assert windows.check("b").admitted
 
 
 def test_fallback_memory_is_bounded_by_stored_entries_not_by_clients() -> None:
@@ -61,26 +58,26 @@ def test_fallback_memory_is_bounded_by_stored_entries_not_by_clients() -> None:
     for request in range(400):  # 20 clients x 20 requests, all within the window
         windows.check(f"client-{request % 20}")
         clock.now += 1
-    assert windows.buckets.entries <= 50
-    assert sum(bucket.count() for bucket in windows.buckets.buckets.values()) <= 50
-    assert len(windows.buckets.buckets) <= 50
+    assert windows.entries <= 50
+    assert sum(bucket.count() for bucket in windows.buckets.values()) <= 50
+    assert len(windows.buckets) <= 50
 
 
 def test_verdict_headers() -> None:
-    admitted = Verdict.of(True, 100, 2, reset_ms=49_500, retry_ms=0)
+    admitted = Verdict.of(100, WindowReply(True, 2, reset_ms=49_500, retry_ms=0))
     assert admitted.headers() == {
         "RateLimit-Limit": "100",
         "RateLimit-Remaining": "98",
         "RateLimit-Reset": "50",
     }
-    refused = Verdict.of(False, 100, 100, reset_ms=30_000, retry_ms=1_200)
+    refused = Verdict.of(100, WindowReply(False, 100, reset_ms=30_000, retry_ms=1_200))
     assert refused.headers()["Retry-After"] == "2"
     assert refused.retry_after_ms == 1_200
 
 
 def test_a_refused_client_is_refused_locally_until_its_retry_time() -> None:
     refusals = RecentRefusals()
-    refused = Verdict.of(False, 3, 3, reset_ms=20_000, retry_ms=1_500)
+    refused = Verdict.of(3, WindowReply(False, 3, reset_ms=20_000, retry_ms=1_500))
     refusals.remember("write:203.0.113.5", refused, now=100.0)
     local = refusals.verdict("write:203.0.113.5", now=100.4)
     assert local is not None
@@ -93,7 +90,7 @@ def test_a_refused_client_is_refused_locally_until_its_retry_time() -> None:
 
 def test_recent_refusals_stay_bounded() -> None:
     refusals = RecentRefusals(max_clients=10)
-    refused = Verdict.of(False, 3, 3, reset_ms=20_000, retry_ms=60_000)
+    refused = Verdict.of(3, WindowReply(False, 3, reset_ms=20_000, retry_ms=60_000))
     for client in range(100):
         refusals.remember(f"c{client}", refused, now=float(client))
     assert len(refusals._until) <= 10
@@ -117,7 +114,7 @@ def test_an_outage_is_logged_once_and_probed_at_intervals(
 ) -> None:
     metrics = IngestMetrics(CollectorRegistry())
     shared = SharedWindows("redis://unused", "p:", 0.1, metrics)
-    with caplog.at_level(logging.WARNING, logger="ingest.rate_limit"):
+    with caplog.at_level(logging.WARNING, logger="ingest.shared_windows"):
         for _ in range(5):
             shared._record_failure(ConnectionError("refused"))
         assert not shared._should_try()

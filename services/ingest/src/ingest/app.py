@@ -13,6 +13,7 @@ from activity_contract.settings import load_settings
 from activity_contract.startup import StartupFailureLine
 from activity_contract.tracing import start_tracing
 from ingest.auth import ApiKeys
+from ingest.client_identity import ClientIdentity
 from ingest.deps import require_ingest_key
 from ingest.erasures import ActivityEraser
 from ingest.http.connections import CONNECTION_CLOSURES, ConnectionClosures
@@ -20,20 +21,17 @@ from ingest.http.docs_page import docs_router
 from ingest.http.errors import install_error_handlers
 from ingest.http.json_bodies import document_request_bodies
 from ingest.http.metrics import ConnectionMetrics, HttpMetrics
+from ingest.http.refused_clients import RefusedClientGate
 from ingest.http.request_guards import BATCH_MAX_BYTES, SINGLE_EVENT_MAX_BYTES, JsonBodyGuard
 from ingest.http.request_ids import install_log_record_request_ids
 from ingest.http.request_scope import RequestScope
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
-from ingest.rate_limit import (
-    ClientIdentity,
-    ClientRateLimiter,
-    RefusedClientGate,
-    SharedWindows,
-)
+from ingest.rate_limit import ClientRateLimiter
 from ingest.reads import ActivityReader
 from ingest.routes import activities, health, users
 from ingest.settings import IngestSettings
+from ingest.shared_windows import SharedWindows
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -132,7 +130,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     )
     app.add_middleware(
         RefusedClientGate,
-        limiter=write_limit,
+        refused_now=write_limit.refused_now,
         routes={route.path: route for route in activities.router.routes},  # type: ignore[attr-defined]
     )
     app.add_middleware(RequestScope, metrics=HttpMetrics(registry), tracer=tracer)

@@ -11,8 +11,8 @@ from ingest.http.errors import DatabaseUnavailableError, InvalidQueryError, Unau
 from ingest.http.request_ids import current_request_id
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
-from ingest.rate_limit import SharedWindows
 from ingest.reads import ActivityReader
+from ingest.shared_windows import SharedWindows
 
 
 async def get_publisher(request: Request) -> ActivityPublisher:

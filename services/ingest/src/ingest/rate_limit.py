@@ -1,165 +1,45 @@
-"""Per-client rate limiting (design §8), whole in one module.
+"""Per-client rate limiting (design §8): fastapi-limiter driving pyrate-limiter.
 
-- Who the client is: the socket peer, or what a trusted proxy says it forwarded; an IPv4
-  address, or the IPv6 /64 it belongs to (both prefixes configurable).
-- The shared limit: a sliding-window log per client in Redis, checked by one Lua script
-  that reads Redis's own clock, so instances with skewed clocks still share one exact
-  limit. The checks of one event-loop iteration travel in one script call.
+- The FastAPI dependency is fastapi-limiter's `RateLimiter`, with our identifier (the
+  client's key, `ingest.client_identity`) and callback (429 with `Retry-After`).
+- Its pyrate-limiter `Limiter` routes each client key, through the `ClientWindows` bucket
+  factory, to that client's `ClientWindow` bucket: a sliding-window log in Redis
+  (`ingest.shared_windows`), shared exactly by every instance.
 - Cheap refusals: a client Redis refused is refused locally until the moment its
-  `Retry-After` names, without a round trip (as Envoy's over-limit cache does). Nothing
-  is admitted locally, so the limit stays exact across instances.
-- Fail-open: when Redis fails or is slow, the same rule runs per process in memory
-  (pyrate-limiter's in-memory buckets), bounded by stored entries; logged once per outage,
-  counted, and reported by readiness. Redis refusing our credentials is a configuration
-  error, not an outage: start-up stops on it; met later (a password rotated under a running
-  instance), it falls back the same way, logged as an error and reported apart.
-- The FastAPI dependency is fastapi-limiter's `RateLimiter` with our identifier and
-  callback.
+  `Retry-After` names, without a round trip (as Envoy's over-limit cache does); for the
+  write routes already before routing (`RefusedClientGate`). Nothing is admitted locally.
+- Fail-open: when Redis fails or is slow, the bucket applies the same rule per process in
+  memory (pyrate-limiter's in-memory buckets), bounded by stored entries; logged once per
+  outage, counted, and reported by readiness (`SharedWindows.state`).
 """
 
-import asyncio
 import logging
 import math
 import time
-import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import Any, Literal, NoReturn
+from inspect import isawaitable
+from typing import NoReturn
 
 from fastapi import Request, Response
 from fastapi_limiter.depends import RateLimiter
-from pyrate_limiter import (
-    BucketFactory,
-    InMemoryBucket,
-    Limiter,
-    Rate,
-    RateItem,
-    SlidingWindowLog,
-)
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
+from pyrate_limiter import AbstractBucket, BucketFactory, Decision, Limiter, Rate, RateItem
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from activity_contract.startup import DependencyRefusedError
-from ingest.http.errors import RateLimitedError, send_rate_limited
-from ingest.http.paths import route_path
+from ingest.client_identity import ClientIdentity
+from ingest.http.errors import RateLimitedError
+from ingest.local_windows import LocalWindows
 from ingest.metrics import IngestMetrics
 from ingest.settings import RateLimitRule
+from ingest.shared_windows import SharedWindows, WindowReply
 
 logger = logging.getLogger(__name__)
 
-IPAddress = IPv4Address | IPv6Address
-IPNetwork = IPv4Network | IPv6Network
-FORWARDED_FOR = "x-forwarded-for"
-UNKNOWN_PEER = "unknown"
-
-# Failures of the shared store that make us fall back instead of failing the request.
-REDIS_FAILURES = (RedisError, OSError, TimeoutError)
-# Those of them that are Redis refusing REDIS_URL's credentials (WRONGPASS, NOAUTH, NOPERM).
-REDIS_REFUSALS = (AuthenticationError, NoPermissionError)
-# The shared store as readiness reports it: serving, failing or slow, refusing credentials.
-RedisState = Literal["up", "degraded", "auth_failed"]
-# During an outage Redis is tried again at most this often (one check probes).
-REDIS_RETRY_SECONDS = 1.0
-REDIS_MAX_CONNECTIONS = 16
-# The in-memory fallback keeps at most this many request entries over all clients
-# (about 100 bytes each); the least recently seen clients are forgotten first.
-FALLBACK_MAX_ENTRIES = 200_000
 # Clients refused locally are remembered at most this many at once.
 REFUSED_MAX_CLIENTS = 100_000
-# Peers whose parsed key is kept (the cache is simply emptied when full).
-PEER_KEYS_KEPT = 10_000
 # Refusals are logged aggregated, at most once per this many seconds.
 REFUSAL_LOG_SECONDS = 10.0
-
-
-# --- Who the client is ------------------------------------------------------------------
-
-
-def parse_address(text: str) -> IPAddress | None:
-    """An IP address from `text` as proxies write it (ports and brackets allowed), or None."""
-    text = text.strip()
-    if text.startswith("["):  # [2001:db8::1]:443
-        text = text[1 : text.find("]")] if "]" in text else ""
-    elif text.count(":") == 1:  # 203.0.113.7:51234
-        text = text.split(":", 1)[0]
-    try:
-        address = ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # ::ffff:203.0.113.7 is 203.0.113.7
-    return address
-
-
-class ClientIdentity:
-    """The rate-limit key of a request; never trusts a header an untrusted peer sent."""
-
-    def __init__(
-        self, trusted_proxies: Sequence[IPNetwork], ipv4_prefix: int = 32, ipv6_prefix: int = 64
-    ) -> None:
-        """Honour `X-Forwarded-For` only from `trusted_proxies`; group addresses by prefix."""
-        self.trusted_proxies = tuple(trusted_proxies)
-        self.ipv4_prefix = ipv4_prefix
-        self.ipv6_prefix = ipv6_prefix
-        # Without trusted proxies the key is the peer's alone: parsed once per peer.
-        self._peer_keys: dict[str, str] = {}
-
-    def is_trusted(self, address: IPAddress) -> bool:
-        """Whether `address` is one of our proxies."""
-        return any(address in network for network in self.trusted_proxies)
-
-    def client_address(self, connection: HTTPConnection) -> IPAddress | None:
-        """The socket peer, or the right-most forwarded address that is not a trusted proxy.
-
-        Proxies append the address they received from, so only the entries added by our
-        own proxies are trustworthy: walking from the right, the first address outside
-        the trusted networks is the client. Anything unparseable on the way means the
-        header cannot be believed, and the peer is used instead.
-        """
-        peer = parse_address(connection.client.host if connection.client else "")
-        if peer is None or not self.trusted_proxies or not self.is_trusted(peer):
-            return peer
-        forwarded = ",".join(connection.headers.getlist(FORWARDED_FOR)).split(",")
-        client = peer
-        for hop in reversed([item.strip() for item in forwarded if item.strip()]):
-            address = parse_address(hop)
-            if address is None:
-                return peer
-            client = address
-            if not self.is_trusted(address):
-                break
-        return client
-
-    def key_of(self, address: IPAddress) -> str:
-        """An IPv4 address (or its network), or the IPv6 network it belongs to."""
-        prefix = self.ipv4_prefix if address.version == 4 else self.ipv6_prefix
-        if prefix == address.max_prefixlen:
-            return str(address)
-        return str(ip_network(f"{address}/{prefix}", strict=False))
-
-    async def __call__(self, connection: HTTPConnection) -> str:
-        """fastapi-limiter identifier: the client's rate-limit key."""
-        if not self.trusted_proxies and connection.client is not None:
-            key = self._peer_keys.get(connection.client.host)
-            if key is None:
-                key = self._key(connection)
-                if len(self._peer_keys) >= PEER_KEYS_KEPT:
-                    self._peer_keys.clear()
-                self._peer_keys[connection.client.host] = key
-            return key
-        return self._key(connection)
-
-    def _key(self, connection: HTTPConnection) -> str:
-        address = self.client_address(connection)
-        if address is None:
-            return connection.client.host if connection.client else UNKNOWN_PEER
-        return self.key_of(address)
 
 
 # --- Verdicts ---------------------------------------------------------------------------
@@ -177,14 +57,13 @@ class Verdict:
     retry_after_ms: float = 0.0  # precise, for the local refusal cache
 
     @classmethod
-    def of(
-        cls, allowed: bool, limit: int, count: int, reset_ms: float, retry_ms: float
-    ) -> "Verdict":
-        """From a window's count and the milliseconds until its oldest/blocking entry leaves."""
+    def of(cls, limit: int, window: WindowReply) -> "Verdict":
+        """From a window's answer to a check under a limit of `limit`."""
+        allowed, entries, reset_ms, retry_ms = window
         return cls(
             allowed=allowed,
             limit=limit,
-            remaining=max(0, limit - count),
+            remaining=max(0, limit - entries),
             reset_seconds=max(1, math.ceil(reset_ms / 1000)),
             retry_after_seconds=0 if allowed else max(1, math.ceil(retry_ms / 1000)),
             retry_after_ms=0.0 if allowed else retry_ms,
@@ -200,222 +79,6 @@ class Verdict:
         if not self.allowed:
             headers["Retry-After"] = str(self.retry_after_seconds)
         return headers
-
-
-# --- The shared limit in Redis ----------------------------------------------------------
-
-# One sliding-window log per key: an entry per admitted request, scored by Redis's clock in
-# milliseconds; an entry made at t counts until t + window. ARGV holds (limit, window_ms,
-# unique member) for each key. Replies per key: admitted, count, ms until the oldest entry
-# leaves (reset), ms until a slot frees (retry after, refused only).
-WINDOW_SCRIPT = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local replies = {}
-for i, key in ipairs(KEYS) do
-    local limit = tonumber(ARGV[3 * i - 2])
-    local window = tonumber(ARGV[3 * i - 1])
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-    local count = redis.call('ZCARD', key)
-    local admitted = 0
-    if count < limit then
-        redis.call('ZADD', key, now, ARGV[3 * i])
-        count = count + 1
-        admitted = 1
-    end
-    redis.call('PEXPIRE', key, window)
-    local oldest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) or now
-    local retry = 0
-    if admitted == 0 then
-        local rank = count - limit
-        retry = tonumber(redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')[2]) + window - now
-    end
-    replies[i] = {admitted, count, oldest + window - now, retry}
-end
-return replies
-"""
-
-
-@dataclass(slots=True)
-class _Check:
-    key: str
-    rule: RateLimitRule
-    verdict: asyncio.Future[Verdict | None]
-
-
-class SharedWindows:
-    """The Redis windows every instance shares; None answers mean "Redis failed: fall back"."""
-
-    def __init__(
-        self, redis_url: str, key_prefix: str, timeout: float, metrics: IngestMetrics
-    ) -> None:
-        """Prepare checks under `key_prefix`, each Redis call bounded by `timeout` seconds."""
-        self._redis_url = redis_url
-        self._prefix = key_prefix
-        self._timeout = timeout
-        self._metrics = metrics
-        self._redis: Redis | None = None
-        self._script: object = None
-        self._pending: list[_Check] = []
-        self._flush_scheduled = False
-        self._calls: set[asyncio.Task[None]] = set()
-        self._member_prefix = uuid.uuid4().hex[:12] + ":"
-        self._members = 0
-        self.state: RedisState = "up"
-        self._command_refused = False  # NOPERM: a PING answered does not clear it
-        self._retry_at = 0.0
-
-    async def start(self) -> None:
-        """Create the client; an unreachable Redis only degrades (fail-open).
-
-        Redis refusing the credentials raises `DependencyRefusedError`: no retry fixes it.
-        """
-        # Deliberate bounds: no retries (the next check is the retry) and socket timeouts
-        # of one check's budget, instead of redis-py's retries and 5 s timeouts.
-        pool = BlockingConnectionPool.from_url(
-            self._redis_url,
-            max_connections=REDIS_MAX_CONNECTIONS,
-            timeout=self._timeout,
-            socket_timeout=self._timeout,
-            socket_connect_timeout=self._timeout,
-            retry=Retry(NoBackoff(), retries=0),
-            health_check_interval=0,
-        )
-        self._redis = Redis.from_pool(pool)
-        self._script = self._redis.register_script(WINDOW_SCRIPT)
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._redis.ping()
-        except REDIS_REFUSALS as error:
-            refusal = self._refusal_message(error)
-            await self.stop()
-            raise DependencyRefusedError(refusal) from None
-        except REDIS_FAILURES as error:
-            self._record_failure(error)
-
-    async def stop(self) -> None:
-        """Wait for the calls in flight and close the client."""
-        if self._calls:
-            await asyncio.wait(self._calls, timeout=self._timeout)
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
-
-    async def check(self, key: str, rule: RateLimitRule) -> Verdict | None:
-        """Count a request against `key`'s window in Redis; None when Redis cannot answer."""
-        if self._redis is None or not self._should_try():
-            return None
-        verdict: asyncio.Future[Verdict | None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Check(self._prefix + key, rule, verdict))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-        return await verdict
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        checks, self._pending = self._pending, []
-        task = asyncio.create_task(self._call(checks))
-        self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
-
-    async def _call(self, checks: list[_Check]) -> None:
-        arguments: list[int | str] = []
-        for check in checks:
-            self._members += 1
-            member = f"{self._member_prefix}{self._members}"
-            arguments += [check.rule.limit, check.rule.period_seconds * 1000, member]
-        try:
-            async with asyncio.timeout(self._timeout):
-                replies = await self._script(  # type: ignore[operator]
-                    keys=[check.key for check in checks], args=arguments
-                )
-        except REDIS_FAILURES as error:
-            self._record_failure(error)
-            replies = None
-        except BaseException:
-            _answer(checks, None)
-            raise
-        else:
-            self._record_success()
-        if replies is None:
-            _answer(checks, None)
-            return
-        for check, (admitted, count, reset_ms, retry_ms) in zip(checks, replies, strict=True):
-            if not check.verdict.done():
-                verdict = Verdict.of(bool(admitted), check.rule.limit, count, reset_ms, retry_ms)
-                check.verdict.set_result(verdict)
-
-    async def ping(self) -> bool:
-        """Whether Redis answers within the timeout; updates the health either way."""
-        if self._redis is None:
-            return False
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._redis.ping()
-        except REDIS_FAILURES as error:
-            self._record_failure(error)
-            return False
-        if not self._command_refused:
-            self._record_success()
-        return True
-
-    def _should_try(self) -> bool:
-        if self.state == "up":
-            return True
-        now = time.monotonic()
-        if now < self._retry_at:
-            return False
-        self._retry_at = now + REDIS_RETRY_SECONDS  # this check probes
-        return True
-
-    def _record_failure(self, error: BaseException) -> None:
-        self._retry_at = time.monotonic() + REDIS_RETRY_SECONDS
-        self._command_refused = isinstance(error, NoPermissionError)
-        refused = isinstance(error, REDIS_REFUSALS)
-        state: RedisState = "auth_failed" if refused else "degraded"
-        if self.state == state:
-            return
-        self.state = state
-        self._metrics.rate_limit_redis_up.set(0)
-        extra = {"error_type": type(error).__name__}
-        if refused:
-            logger.error(
-                "%s: rate limiting per process in memory until it accepts them",
-                self._refusal_message(error),
-                extra=extra,
-            )
-        else:
-            logger.warning(
-                "redis unavailable: rate limiting per process in memory until it answers",
-                extra=extra,
-            )
-
-    def _record_success(self) -> None:
-        self._command_refused = False
-        if self.state == "up":
-            return
-        self.state = "up"
-        self._metrics.rate_limit_redis_up.set(1)
-        logger.warning("redis available again: rate limiting shared through redis")
-
-    def _refusal_message(self, error: BaseException) -> str:
-        """Which credentials Redis refused, naming REDIS_URL and never the password."""
-        options = self._redis.connection_pool.connection_kwargs if self._redis else {}
-        user = options.get("username") or "default"
-        if isinstance(error, NoPermissionError):
-            cause = f"user '{user}' lacks a permission the rate limiter needs ({error})"
-        elif options.get("password") is None:
-            cause = "it requires a password and the URL gives none"
-        else:
-            cause = f"authentication failed for user '{user}'"
-        return f"Redis refused the credentials: {cause} (REDIS_URL)"
-
-
-def _answer(checks: Sequence[_Check], verdict: Verdict | None) -> None:
-    for check in checks:
-        if not check.verdict.done():
-            check.verdict.set_result(verdict)
 
 
 # --- Cheap refusals ---------------------------------------------------------------------
@@ -487,116 +150,80 @@ class RefusalLog:
         self._next_log = now + self._interval
 
 
-# --- The fallback in memory -------------------------------------------------------------
+# --- The buckets pyrate-limiter routes to ------------------------------------------------
+
+# The verdict of the current request's `ClientWindow.put`, for its `RateLimit-*` headers
+# (the put runs in the request's own task, so its context is the request's).
+VERDICT: ContextVar[Verdict] = ContextVar("rate_limit_verdict")
 
 
-class RollingWindow(SlidingWindowLog):
-    """pyrate-limiter's sliding log over (now - interval, now], as in the Redis script.
+class ClientWindows(BucketFactory):
+    """pyrate-limiter's per-key extension point: each client key gets its own window."""
 
-    A request made at t counts until exactly t + interval (the stock window keeps it one
-    millisecond longer), so both stores give the same verdicts.
-    """
-
-    def window_start(self, rate: Rate, now: int) -> int:
-        """First millisecond still inside the window."""
-        return now - rate.interval + 1
-
-    def retry_after(self, rate: Rate, now: int, blocking_timestamp: int | None) -> int:
-        """Milliseconds until the blocking entry leaves the window."""
-        return 0 if blocking_timestamp is None else max(0, blocking_timestamp + rate.interval - now)
-
-
-ROLLING_WINDOW = RollingWindow()
-
-
-def monotonic_ms() -> int:
-    """The fallback's clock: it never leaves this process, so no wall clock is needed."""
-    return time.monotonic_ns() // 1_000_000
-
-
-class LocalBuckets(BucketFactory):
-    """pyrate-limiter's per-key extension point: one in-memory log per client, bounded.
-
-    At most `max_entries` request entries over all clients (and as many clients): when
-    full, the least recently seen clients are forgotten.
-    """
-
-    def __init__(
-        self,
-        rate: Rate,
-        max_entries: int = FALLBACK_MAX_ENTRIES,
-        clock: Callable[[], int] = monotonic_ms,
-    ) -> None:
-        """Apply `rate` per key, in milliseconds of `clock`."""
-        self.rate = rate
-        self.max_entries = max_entries
-        self.clock = clock
-        self.buckets: OrderedDict[str, InMemoryBucket] = OrderedDict()
-        self.entries = 0
+    def __init__(self, rule: RateLimitRule, shared: SharedWindows, metrics: IngestMetrics) -> None:
+        """Apply `rule` to each key: in `shared` Redis, or in memory while it cannot answer."""
+        self.rule = rule
+        self.rates = [Rate(rule.limit, rule.period_seconds * 1000)]
+        self.shared = shared
+        self.local = LocalWindows(rule)
+        self.refusals = RecentRefusals()
+        self.fallbacks = metrics.rate_limit_fallback
 
     def wrap_item(self, name: str, weight: int = 1) -> RateItem:
-        """Stamp a request with this process's monotonic clock."""
-        return RateItem(name, self.clock(), weight=weight)
+        """A request of client `name`; Redis's clock (or the fallback's) stamps it."""
+        return RateItem(name, 0, weight=weight)
 
-    def get(self, item: RateItem) -> InMemoryBucket:
-        """The client's bucket, trimmed to its window; forget others when over the bound."""
-        bucket = self.buckets.get(item.name)
-        if bucket is None:
-            bucket = InMemoryBucket([self.rate], ROLLING_WINDOW)
-            self.buckets[item.name] = bucket
+    def get(self, item: RateItem) -> "ClientWindow":
+        """The client's window (its state lives in Redis, or in the fallback's buckets)."""
+        return ClientWindow(self, item.name)
+
+
+class ClientWindow(AbstractBucket):
+    """One client's sliding-window log; `put` counts a request in it if it fits."""
+
+    is_async = True
+
+    def __init__(self, windows: ClientWindows, key: str) -> None:
+        """The window of `key` (`write:<client>`) under `windows`' rule."""
+        self.windows = windows
+        self.key = key
+        self._rates = windows.rates
+
+    async def put(self, item: RateItem) -> bool:
+        """Count the request in Redis (a refusal is remembered), or in memory if Redis fails."""
+        windows, now = self.windows, time.monotonic()
+        reply = await windows.shared.check(self.key, windows.rule)
+        if reply is None:
+            windows.fallbacks.inc()
+            verdict = Verdict.of(windows.rule.limit, windows.local.check(self.key))
         else:
-            self.buckets.move_to_end(item.name)
-            self.entries -= bucket.leak(item.timestamp)
-        while len(self.buckets) > 1 and (
-            self.entries >= self.max_entries or len(self.buckets) > self.max_entries
-        ):
-            _, forgotten = self.buckets.popitem(last=False)
-            self.entries -= forgotten.count()
-        return bucket
+            verdict = Verdict.of(windows.rule.limit, reply)
+            if not verdict.allowed:
+                windows.refusals.remember(self.key, verdict, now)
+        VERDICT.set(verdict)
+        failing = None if verdict.allowed else self._rates[0]
+        return self._record(item, Decision(failing, int(verdict.retry_after_ms)))
 
+    def leak(self, current_timestamp: int | None = None) -> int:
+        """Nothing to leak: Redis trims on every check and expires idle keys itself."""
+        return 0
 
-class LocalWindows:
-    """The same rule per process, for when Redis cannot answer."""
+    def flush(self) -> None:
+        """Windows are never flushed: they expire."""
 
-    def __init__(
-        self,
-        rule: RateLimitRule,
-        max_entries: int = FALLBACK_MAX_ENTRIES,
-        clock: Callable[[], int] = monotonic_ms,
-    ) -> None:
-        """Apply `rule` to each client key, keeping at most `max_entries` entries."""
-        self.rule = rule
-        rate = Rate(rule.limit, rule.period_seconds * 1000)
-        self.buckets = LocalBuckets(rate, max_entries, clock)
-        self.limiter = Limiter(self.buckets)
+    def count(self) -> int:
+        """Not kept here (the count lives in Redis)."""
+        return 0
 
-    def check(self, key: str) -> Verdict:
-        """Count a request against `key` if it fits; never awaits, so it is atomic."""
-        admitted = bool(self.limiter.try_acquire(key, blocking=False))
-        self.buckets.entries += admitted
-        items = self.buckets.buckets[key].items
-        now, window = self.buckets.clock(), self.buckets.rate.interval
-        count = len(items)
-        blocking = items[count - self.rule.limit].timestamp if not admitted else 0
-        return Verdict.of(
-            admitted,
-            self.rule.limit,
-            count,
-            reset_ms=items[0].timestamp + window - now if items else window,
-            retry_ms=blocking + window - now,
-        )
+    def peek(self, index: int) -> None:
+        """Not kept here (the entries live in Redis)."""
 
 
 # --- The dependency ---------------------------------------------------------------------
 
 
 class ClientRateLimiter(RateLimiter):
-    """fastapi-limiter's dependency: identify the client, count it, refuse with 429.
-
-    fastapi-limiter 0.2's own `__call__` walks `app.routes` (which fails with included
-    routers in current FastAPI) and yields no counts for the `RateLimit-*` headers, so this
-    one asks the windows above; identifier and callback keep the library's contract.
-    """
+    """fastapi-limiter's dependency over a pyrate-limiter `Limiter` of `ClientWindows`."""
 
     def __init__(
         self,
@@ -610,98 +237,60 @@ class ClientRateLimiter(RateLimiter):
         self.scope = scope
         # Where `RefusedClientGate` leaves a passed client's key in the ASGI scope.
         self._gated_key = f"event_tracker.rate_limit_key.{scope}"
-        self.rule = rule
-        self.shared = shared
-        self.local = LocalWindows(rule)
-        self.refusals = RecentRefusals()
+        self.windows = ClientWindows(rule, shared, metrics)
         self._log = RefusalLog(scope)
         self._refused = metrics.rate_limited.labels(scope=scope)
-        self._fallbacks = metrics.rate_limit_fallback
-        super().__init__(
-            limiter=self.local.limiter, identifier=identity, callback=refuse, blocking=False
-        )
+        limiter = Limiter(self.windows)
+        super().__init__(limiter=limiter, identifier=identity, callback=refuse, blocking=False)
 
     async def __call__(self, request: Request, response: Response) -> None:
-        """Count the request against its client; 429 over the limit, headers otherwise."""
-        now = time.monotonic()
+        """A live local refusal, else the library's check keyed by scope; `RateLimit-*` headers.
+
+        fastapi-limiter 0.2's own `__call__` keys each route apart by walking `app.routes`
+        (which fails with included routers in current FastAPI; our write routes share one
+        budget), and its `try_acquire_async` holds a per-loop lock across the Redis round
+        trip (one check at a time per process); `try_acquire` awaits the bucket unlocked.
+        """
         # `RefusedClientGate` found this client's key, and no refusal, a moment ago.
         key: str | None = request.scope.get(self._gated_key)
         verdict = None
         if key is None:
             key = await self.key(request)
-            verdict = self.refusals.verdict(key, now)
+            verdict = self.windows.refusals.verdict(key, time.monotonic())
         if verdict is None:
-            verdict = await self._count(key, now)
+            admitted = self.limiter.try_acquire(key, blocking=self.blocking)
+            if isawaitable(admitted):
+                await admitted
+            verdict = VERDICT.get()
         if not verdict.allowed:
-            self._note_refusal(key, now)
+            self._note_refusal(key)
             request.state.rate_limit = verdict
             await self.callback(request, response)
         response.headers.update(verdict.headers())
 
-    async def refused_now(self, connection: HTTPConnection) -> Verdict | None:
-        """The local refusal of this request's client, if one lasts (no Redis, no counting).
+    async def refused_now(self, connection: HTTPConnection) -> Mapping[str, str] | None:
+        """The headers of this client's local refusal, if one lasts (no Redis, no counting).
 
         For `RefusedClientGate`, which answers such requests before FastAPI routes them.
         """
         key = await self.key(connection)
-        now = time.monotonic()
-        verdict = self.refusals.verdict(key, now)
+        verdict = self.windows.refusals.verdict(key, time.monotonic())
         if verdict is None:
             connection.scope[self._gated_key] = key  # the dependency counts under it
-        else:
-            self._note_refusal(key, now)
-        return verdict
+            return None
+        self._note_refusal(key)
+        return verdict.headers()
 
     async def key(self, connection: HTTPConnection) -> str:
         """The client's key in this limiter's scope (`write:<client>`)."""
         return f"{self.scope}:{await self.identifier(connection)}"
 
-    def _note_refusal(self, key: str, now: float) -> None:
+    def _note_refusal(self, key: str) -> None:
         self._refused.inc()
-        self._log.note(key, now)
-
-    async def _count(self, key: str, now: float) -> Verdict:
-        """The shared verdict (remembered when a refusal), or the fallback's."""
-        verdict = await self.shared.check(key, self.rule)
-        if verdict is None:
-            self._fallbacks.inc()
-            return self.local.check(key)
-        if not verdict.allowed:
-            self.refusals.remember(key, verdict, now)
-        return verdict
+        self._log.note(key, time.monotonic())
 
 
 async def refuse(request: Request, _: Response) -> NoReturn:
     """fastapi-limiter callback: answer 429 with `Retry-After` and `RateLimit-*`."""
     verdict: Verdict = request.state.rate_limit
     raise RateLimitedError(verdict.headers())
-
-
-class RefusedClientGate:
-    """ASGI middleware: a client refused moments ago is refused again before routing.
-
-    The limiter's local refusals (see `RecentRefusals`) answered at the edge, as Envoy's
-    over-limit cache does: such a request costs no routing, no dependency resolution, no
-    body read and no exception (measured: ~119 -> ~70 us of CPU per 429 at saturation).
-    Everything else passes to the app, where the limiter dependency decides.
-    """
-
-    def __init__(self, app: ASGIApp, limiter: ClientRateLimiter, routes: Mapping[str, Any]) -> None:
-        """Gate the requests to `routes` (route path -> its route, for the metrics' template).
-
-        Paths are the routes' own, matched under whatever root path the app is served at.
-        """
-        self.app = app
-        self.limiter = limiter
-        self.routes = dict(routes)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Refuse a client with a live local refusal; pass everything else on."""
-        route = self.routes.get(route_path(scope)) if scope["type"] == "http" else None
-        if route is not None:
-            verdict = await self.limiter.refused_now(HTTPConnection(scope))
-            if verdict is not None:
-                scope["route"] = route  # the template for the access log and metrics
-                await send_rate_limited(send, verdict.headers())
-                return
-        await self.app(scope, receive, send)
