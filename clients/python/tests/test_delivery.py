@@ -37,7 +37,8 @@ def test_a_batch_body_carries_each_event_with_its_id_time_and_sent_at() -> None:
     for event in body["events"]:
         assert event["sent_at"] == "2026-12-04T12:00:00+00:00"
         assert datetime.fromisoformat(event["timestamp"]).tzinfo is not None
-        assert set(event) == {"event_id", "user_id", "event_type", "timestamp", "metadata", "sent_at"}
+        fields = {"event_id", "user_id", "event_type", "timestamp", "metadata", "sent_at"}
+        assert set(event) == fields
 
 
 def test_accepted_batch_is_done() -> None:
