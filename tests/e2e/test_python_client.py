@@ -164,9 +164,11 @@ async def test_durable_queue_survives_kill_9_of_the_client(
     """Killed while a batch it already tried waits for its retry: nothing is lost."""
     processor.start()
     queue_file, ids_file = tmp_path / "queue.db", tmp_path / "ids.txt"
-    command = [sys.executable, str(CLIENT_PROCESS), ingest.base_url, str(queue_file), str(ids_file)]
+    command = [sys.executable, str(CLIENT_PROCESS), "durable", ingest.base_url, str(ids_file)]
     await asyncio.to_thread(ingest.stop, signal.SIGKILL)
-    child = await asyncio.create_subprocess_exec(*command, "3000", stdout=subprocess.PIPE)
+    child = await asyncio.create_subprocess_exec(
+        *command, "3000", str(queue_file), stdout=subprocess.PIPE
+    )
     try:
         assert child.stdout is not None
         async with asyncio.timeout(60):
@@ -179,11 +181,32 @@ async def test_durable_queue_survives_kill_9_of_the_client(
 
     await asyncio.to_thread(ingest.start)
     resumed = await asyncio.create_subprocess_exec(
-        *command, "0", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        *command, "0", str(queue_file), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     async with asyncio.timeout(180):
         out, err = await resumed.communicate()
     assert out == b"resumed 0\n", err.decode()[-2000:]
     ids = ids_file.read_text().split()
     assert len(ids) == 3000
+    await assert_stored_exactly_once(ids)
+
+
+@pytest.mark.parametrize("mode", ["exit-sync", "exit-async"])
+async def test_events_still_queued_at_interpreter_exit_are_sent(
+    mode: str,
+    ingest: ServiceProcess,
+    processor: ServiceProcess,
+    tmp_path: Path,
+    assert_stored_exactly_once: Any,
+) -> None:
+    """The process tracks 95 events (batches of 10, a minute's flush interval) and returns."""
+    processor.start()
+    ids_file = tmp_path / "ids.txt"
+    command = [sys.executable, str(CLIENT_PROCESS), mode, ingest.base_url, str(ids_file), "95"]
+    child = await asyncio.create_subprocess_exec(*command, stderr=subprocess.PIPE)
+    async with asyncio.timeout(120):
+        _, err = await child.communicate()
+    assert child.returncode == 0, err.decode()[-2000:]
+    ids = ids_file.read_text().split()
+    assert len(ids) == 95
     await assert_stored_exactly_once(ids)

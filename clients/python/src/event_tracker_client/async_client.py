@@ -50,7 +50,6 @@ class AsyncClient:
         self._schedule = BatchSchedule(config.batch_size, config.flush_interval)
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
-        self._abort = asyncio.Event()
         self._flushing = False
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -133,17 +132,11 @@ class AsyncClient:
         """Close it."""
         await self.close()
 
-    async def _sleep(self, seconds: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._abort.wait()
-        return not self._abort.is_set()
-
     async def _send(self, batch: list[QueuedEvent]) -> BatchDelivery:
         delivery = BatchDelivery(batch, self.config, self.stats, time.monotonic())
         while (delay := delivery.next_delay()) is not None:
-            if delay and not await self._sleep(delay):
-                break
+            if delay:
+                await asyncio.sleep(delay)  # close() cancels the task past shutdown_timeout
             body = delivery.body(datetime.now(UTC))
             try:
                 response = await self._http.post(BATCH_PATH, content=body)
@@ -177,7 +170,7 @@ class AsyncClient:
                 settle(await self._send(batch), self._queue, self._on_failure)
             except Exception:  # never let the task die: the application would not know
                 logger.exception("sending a batch failed; it stays queued")
-                await self._sleep(self.config.backoff_base)
+                await asyncio.sleep(self.config.backoff_base)
             self._schedule.sent(time.monotonic())
             self._settled.set()
         self._settled.set()
