@@ -17,6 +17,7 @@ COPY shared/pyproject.toml shared/pyproject.toml
 COPY services/ingest/pyproject.toml services/ingest/pyproject.toml
 COPY services/processor/pyproject.toml services/processor/pyproject.toml
 COPY testing/pyproject.toml testing/pyproject.toml
+COPY clients/python/pyproject.toml clients/python/pyproject.toml
 RUN uv sync --frozen --no-dev --package "$SERVICE" --no-install-workspace
 COPY shared shared
 COPY services/$SERVICE services/$SERVICE
