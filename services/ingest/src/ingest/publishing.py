@@ -24,8 +24,7 @@ from activity_contract.events import SCHEMA_VERSION, ActivityMessage, QueueMessa
 from activity_contract.settings import BROKER_RECONNECT_SECONDS
 from activity_contract.startup import broker_refusals_named
 from activity_contract.topology import MAX_MESSAGE_BYTES, PUBLISH_OPERATION, activity_queues
-from ingest.http.errors import BrokerUnavailableError
-from ingest.http.request_guards import PayloadTooLargeError
+from ingest.domain_errors import BrokerUnavailableError, PayloadTooLargeError
 from ingest.metrics import IngestMetrics
 from ingest.queues import BROKER_FAILURES, QueueKeeper
 from ingest.settings import IngestSettings

@@ -32,7 +32,7 @@ from pymongo.errors import PyMongoError
 
 from activity_contract.events import ActivityOut, StoredActivity
 from activity_contract.storage import ACTIVITIES_COLLECTION
-from ingest.http.errors import DatabaseUnavailableError
+from ingest.domain_errors import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 
