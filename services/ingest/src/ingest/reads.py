@@ -21,7 +21,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any
 from uuid import UUID
 
 import pymongo
@@ -30,7 +30,7 @@ from beanie.odm.queries.find import FindMany
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from activity_contract.events import ActivityOut, StoredActivity
+from activity_contract.events import ActivityOut
 from activity_contract.storage import ACTIVITIES_COLLECTION
 from ingest.domain_errors import DatabaseUnavailableError
 
@@ -158,12 +158,26 @@ class StoredEvent(Document):
 
 
 class ActivityItem(ActivityOut):
-    """The projection of a page read: only the fields the read API returns."""
+    """The projection model of a page read: the fields the read API returns, no others."""
 
     class Settings:
-        """The stored fields `ActivityOut` is read from (`_id` is the event id)."""
+        """No projection sent to the server: the whole document is read, these fields kept.
 
-        projection: ClassVar = {"_id": 1} | dict.fromkeys(StoredActivity.model_fields, 1)
+        A stored document holds three small fields more; on SecantusDB a server-side
+        projection cost ~40 ms per 500-event page, more than the whole client side of it
+        (bench/RESULTS.md, "Beanie writes vs raw").
+        """
+
+        projection = None
+
+    # Beanie probes each item for a document's hooks with `hasattr`: a miss raises inside
+    # pydantic, dearer than the validation itself (bench/RESULTS.md). Answered here.
+    @classmethod
+    def get_model_type(cls) -> None:
+        """Not a Beanie document: parsed by validation alone."""
+
+    def _save_state(self) -> None:
+        """No state to keep: items are only read."""
 
 
 @dataclass(frozen=True)
@@ -196,11 +210,9 @@ class ActivityReader:
         return self._client
 
     async def bind(self) -> None:
-        """Bind `StoredEvent` to this reader's database, once, on the first read.
+        """Bind `StoredEvent` to this reader's database (one a process), on the first read.
 
-        Not at startup: Beanie asks the server for its version, and ingest starts (and
-        answers 503 on reads) while MongoDB is down. Beanie binds a model per process,
-        so one process reads one database.
+        Not at startup: Beanie asks the server, and ingest starts while MongoDB is down.
         """
         if not self._bound:
             await init_beanie(database=self._database, document_models=[StoredEvent])
