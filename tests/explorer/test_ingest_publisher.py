@@ -71,7 +71,7 @@ from activity_testing.simulation import (
     explore,
     run_simulated,
 )
-from ingest.http.errors import BrokerUnavailableError
+from ingest.domain_errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
 from ingest.publishing import CHANNEL_RENEWAL_SECONDS, ActivityPublisher
 from ingest.queues import QUEUE_CHECK_TIMEOUT_SECONDS, REDECLARE_SECONDS

@@ -42,8 +42,8 @@ from activity_testing.simulation import (
     run_simulated,
     virtual_datetime,
 )
+from ingest.domain_errors import DatabaseUnavailableError
 from ingest.erasures import ActivityEraser
-from ingest.http.errors import DatabaseUnavailableError
 from processor.app import (
     GRACEFUL_TIMEOUT_SECONDS,
     SHUTDOWN_BOUND_SECONDS,

@@ -20,7 +20,7 @@ from activity_contract.events import (
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
 from activity_testing.rabbitmq import allow_declaring, delete_queue, rabbitmqctl, vhost_of
 from activity_testing.waiting import wait_until
-from ingest.http.errors import BrokerUnavailableError
+from ingest.domain_errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
 from ingest.settings import IngestSettings

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from activity_contract.events import ActivityMessage
 from activity_testing.simulation import VirtualClockLoop, run_simulated
 from activity_testing.waiting import wait_until
-from ingest.http.errors import BrokerUnavailableError
+from ingest.domain_errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
 from ingest.settings import IngestSettings

@@ -6,8 +6,8 @@ from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ingest.auth import ApiKeys
+from ingest.domain_errors import DatabaseUnavailableError, InvalidQueryError, UnauthorizedError
 from ingest.erasures import ActivityEraser
-from ingest.http.errors import DatabaseUnavailableError, InvalidQueryError, UnauthorizedError
 from ingest.http.request_ids import current_request_id
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
@@ -115,8 +115,7 @@ async def refuse_unknown_query_parameters(request: Request) -> None:
     known = {parameter.alias for parameter in request.scope["route"].dependant.query_params}
     unknown = sorted(set(request.query_params) - known)
     if unknown:
-        first, *rest = ((name, "not a parameter of this route") for name in unknown)
-        raise InvalidQueryError(*first, *rest)
+        raise InvalidQueryError(*((name, "not a parameter of this route") for name in unknown))
 
 
 # Route dependencies: rate limit first, then the key (wrong keys spend the budget too),

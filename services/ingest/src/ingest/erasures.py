@@ -16,7 +16,7 @@ from pymongo.errors import PyMongoError
 
 from activity_contract.erasure import covered_query, erasure_time
 from activity_contract.storage import ACTIVITIES_COLLECTION, ERASURES_COLLECTION
-from ingest.http.errors import DatabaseUnavailableError
+from ingest.domain_errors import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 

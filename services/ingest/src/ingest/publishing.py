@@ -32,8 +32,7 @@ from activity_contract.topology import (
     activity_queues,
 )
 from activity_contract.tracing import current_span_context, span_of_many, trace_headers
-from ingest.http.errors import BrokerUnavailableError
-from ingest.http.request_guards import PayloadTooLargeError
+from ingest.domain_errors import BrokerUnavailableError, PayloadTooLargeError
 from ingest.metrics import IngestMetrics
 from ingest.queues import BROKER_FAILURES, QueueKeeper
 from ingest.settings import IngestSettings

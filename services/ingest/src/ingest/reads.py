@@ -1,6 +1,7 @@
 """Reading a user's stored activity from MongoDB (design §3.3), page by page.
 
-Ingest never imports the processor: it reads collection `activities`, whose indexes the
+Ingest never imports the processor: it queries collection `activities` through Beanie
+(`StoredEvent.find(...).sort(...).limit(...).project(ActivityItem)`), whose indexes the
 processor creates (names shared in `activity_contract.storage`). Pages are ordered newest
 first by `timestamp`, then by event id, so a cursor (the last item's position) never skips
 nor repeats an event, even among equal timestamps.
@@ -24,13 +25,14 @@ from typing import Any
 from uuid import UUID
 
 import pymongo
+from beanie import Document, init_beanie
+from beanie.odm.queries.find import FindMany
 from pymongo import AsyncMongoClient
-from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import PyMongoError
 
 from activity_contract.events import ActivityOut
 from activity_contract.storage import ACTIVITIES_COLLECTION
-from ingest.http.errors import DatabaseUnavailableError
+from ingest.domain_errors import DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +45,8 @@ CONNECT_TIMEOUT_MS = 2000
 # 10 ms for a user with hundreds of events among 250,000 stored on SecantusDB.
 READ_TIMEOUT_SECONDS = 2.0
 
-Document = dict[str, Any]
-NEWEST_FIRST = [("timestamp", -1), ("_id", -1)]
+Filter = dict[str, Any]
+NEWEST_FIRST = ("-timestamp", "-_id")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 _EARLIEST = datetime.min.replace(tzinfo=UTC) + _MILLISECOND
@@ -109,7 +111,7 @@ class ActivityQuery:
     until: datetime | None = None
     after: Position | None = None
 
-    def filters(self) -> list[Document]:
+    def filters(self) -> list[Filter]:
         """The MongoDB filters of this page, in page order.
 
         `since` is inclusive, `until` exclusive, and every event is strictly after `after`.
@@ -119,11 +121,11 @@ class ActivityQuery:
         from an index. `user_id` comes first: where SecantusDB serves a filter from one of
         its fields alone (with `event_type`), it takes the first that has an index.
         """
-        user: Document = {"user_id": self.user_id}
+        user: Filter = {"user_id": self.user_id}
         if self.event_type is not None:
             user["event_type"] = self.event_type
         upper = self.until
-        filters: list[Document] = []
+        filters: list[Filter] = []
         if self.after is not None:
             tied = self.after.timestamp
             if (self.since is None or self.since <= tied) and (
@@ -133,13 +135,49 @@ class ActivityQuery:
             upper = tied if upper is None else min(upper, tied)
         if self.since is not None and upper is not None and upper <= self.since:
             return filters  # nothing older is left in the range
-        bounds: Document = {}
+        bounds: Filter = {}
         if self.since is not None and self.since >= _EARLIEST:
             bounds["$gt"] = _just_before(self.since)
         if upper is not None:
             bounds["$lt"] = upper
         filters.append({**user, "timestamp": bounds} if bounds else user)
         return filters
+
+
+class StoredEvent(Document):
+    """Collection `activities` as ingest queries it through Beanie.
+
+    No fields of its own and no indexes: the processor owns the stored schema and creates
+    the indexes; a read only filters and sorts, and `ActivityItem` says what it returns.
+    """
+
+    class Settings:
+        """The collection; Beanie touches no index for this model."""
+
+        name = ACTIVITIES_COLLECTION
+
+
+class ActivityItem(ActivityOut):
+    """The projection model of a page read: the fields the read API returns, no others."""
+
+    class Settings:
+        """No projection sent to the server: the whole document is read, these fields kept.
+
+        A stored document holds three small fields more; on SecantusDB a server-side
+        projection cost ~40 ms per 500-event page, more than the whole client side of it
+        (bench/RESULTS.md, "Beanie writes vs raw").
+        """
+
+        projection = None
+
+    # Beanie probes each item for a document's hooks with `hasattr`: a miss raises inside
+    # pydantic, dearer than the validation itself (bench/RESULTS.md). Answered here.
+    @classmethod
+    def get_model_type(cls) -> None:
+        """Not a Beanie document: parsed by validation alone."""
+
+    def _save_state(self) -> None:
+        """No state to keep: items are only read."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +193,7 @@ class ActivityReader:
 
     def __init__(self, url: str, database: str) -> None:
         """Prepare a client for `url` (it connects on first use)."""
-        self._client: AsyncMongoClient[Document] = AsyncMongoClient(
+        self._client: AsyncMongoClient[Filter] = AsyncMongoClient(
             url,
             tz_aware=True,
             uuidRepresentation="standard",
@@ -163,16 +201,27 @@ class ActivityReader:
             connectTimeoutMS=CONNECT_TIMEOUT_MS,
             timeoutMS=int(READ_TIMEOUT_SECONDS * 1000),
         )
-        self._collection = self._client[database][ACTIVITIES_COLLECTION]
+        self._database = self._client[database]
+        self._bound = False
 
     @property
-    def client(self) -> AsyncMongoClient[Document]:
+    def client(self) -> AsyncMongoClient[Filter]:
         """The MongoDB client (erasure shares it)."""
         return self._client
 
-    def find(self, query_filter: Document, limit: int) -> AsyncCursor[Document]:
-        """The MongoDB cursor of up to `limit` documents matching one of a page's filters."""
-        return self._collection.find(query_filter).sort(NEWEST_FIRST).limit(limit)
+    async def bind(self) -> None:
+        """Bind `StoredEvent` to this reader's database (one a process), on the first read.
+
+        Not at startup: Beanie asks the server, and ingest starts while MongoDB is down.
+        """
+        if not self._bound:
+            await init_beanie(database=self._database, document_models=[StoredEvent])
+            self._bound = True
+
+    @staticmethod
+    def find(query_filter: Filter, limit: int) -> FindMany[ActivityItem]:
+        """Beanie's query of up to `limit` items matching one of a page's filters."""
+        return StoredEvent.find(query_filter).sort(*NEWEST_FIRST).limit(limit).project(ActivityItem)
 
     async def page(self, query: ActivityQuery) -> ActivityPage:
         """One page, newest first; `DatabaseUnavailableError` when MongoDB does not answer.
@@ -180,26 +229,26 @@ class ActivityReader:
         The page's queries share one deadline, `READ_TIMEOUT_SECONDS`. Reads one document
         more than the page holds, which says if more follow.
         """
-        documents: list[Document] = []
+        items: list[ActivityOut] = []
         try:
             with pymongo.timeout(READ_TIMEOUT_SECONDS):
+                await self.bind()
                 for query_filter in query.filters():
-                    wanted = query.limit + 1 - len(documents)
+                    wanted = query.limit + 1 - len(items)
                     if wanted <= 0:
                         break
-                    documents += await self.find(query_filter, wanted).to_list()
+                    items += await self.find(query_filter, wanted).to_list()
         except PyMongoError as error:
             logger.warning(
                 "read failed",
                 extra={"error_type": type(error).__name__, "timeout": error.timeout},
             )
             raise DatabaseUnavailableError from error
-        items = [ActivityOut.model_validate(document) for document in documents[: query.limit]]
         next_cursor = None
-        if len(documents) > query.limit:
-            last = items[-1]
+        if len(items) > query.limit:
+            last = items[query.limit - 1]
             next_cursor = Position(last.timestamp, last.event_id).encode()
-        return ActivityPage(items, next_cursor)
+        return ActivityPage(items[: query.limit], next_cursor)
 
     async def is_available(self) -> bool:
         """Whether MongoDB answers a ping right now."""

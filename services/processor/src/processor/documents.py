@@ -1,4 +1,10 @@
-"""The stored event: one Beanie document per event in collection `activities`."""
+"""The stored event: one Beanie document per event in collection `activities`.
+
+Beanie declares the document and creates its indexes; events are written raw (each encoded
+to BSON alone, one unordered `insert_many` of the bytes) into the collection the document
+names: measured, Beanie's `insert_many` of documents cost ~2.8 times the CPU per event
+(bench/RESULTS.md, "Beanie writes vs raw").
+"""
 
 import logging
 from collections.abc import Mapping, Sequence
@@ -159,7 +165,9 @@ class ActivityStore:
 
     def __init__(self, database: AsyncDatabase[dict[str, object]]) -> None:
         """Write to `database` (bound with durable writes by `durable_database`)."""
-        self._activities = database[ACTIVITIES_COLLECTION]
+        # The document's collection in `database` (not `Activity.get_pymongo_collection()`:
+        # the store is built before Beanie is initialized, and on the explorers' database).
+        self._activities = database[Activity.Settings.name]
         # Only an erasure a majority has decides: one that could still be rolled back must
         # neither keep an event out nor delete it.
         self._erasures = database.get_collection(
@@ -228,7 +236,7 @@ async def init_documents(
     """
     db = durable_database(client, database)
     await init_beanie(database=db, document_models=[Activity])
-    await apply_retention(db[ACTIVITIES_COLLECTION], retention_days)
+    await apply_retention(Activity.get_pymongo_collection(), retention_days)
     return db
 
 

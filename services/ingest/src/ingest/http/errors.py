@@ -1,8 +1,9 @@
-"""The design §3.6 error envelope in one place: errors, their handlers, the 500 response."""
+"""The design §3.6 error envelope in one place: each error's status, the handlers, the 500."""
 
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -13,6 +14,15 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Send
+
+from ingest.domain_errors import (
+    BodyTimeoutError,
+    BrokerUnavailableError,
+    DatabaseUnavailableError,
+    InvalidQueryError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,68 +51,88 @@ class ErrorBody(BaseModel):
     )
 
 
-class ApiError(Exception):
-    """A failure with a status, a code and a message for the client."""
-
-    status_code = 500
-    code = "internal_error"
-    message = "The server could not handle the request."
-
-    def __init__(
-        self,
-        message: str | None = None,
-        *,
-        details: Sequence[ErrorDetail] = (),
-        headers: Mapping[str, str] | None = None,
-        event_ids: Sequence[UUID] | None = None,
-    ) -> None:
-        """Override the default message, add details, response headers or event ids."""
-        super().__init__(message or self.message)
-        self.message = message or self.message
-        self.details = list(details)
-        self.headers = dict(headers or {})
-        self.event_ids = None if event_ids is None else list(event_ids)
-
-    def response(self) -> Response:
-        """The envelope for this error."""
-        return error_response(
-            self.status_code, self.code, self.message, self.details, self.headers, self.event_ids
-        )
-
-
-class BrokerUnavailableError(ApiError):
-    """RabbitMQ did not confirm the request's events: the client should retry them later."""
-
-    status_code = 503
-    code = "broker_unavailable"
-    message = (
-        "The events could not be confirmed by the message broker; retry later with the "
-        "same event ids (listed in event_ids)."
-    )
-
-    def __init__(self, event_ids: Sequence[UUID]) -> None:
-        """Answer 503 with `Retry-After`, naming every event id of the request."""
-        super().__init__(headers={"Retry-After": str(RETRY_AFTER_SECONDS)}, event_ids=event_ids)
-
-
-class RateLimitedError(ApiError):
-    """The client is over its rate limit (design §8)."""
-
-    status_code = 429
-    code = "rate_limited"
-    message = (
-        "Too many requests from this client; retry after the number of seconds in Retry-After."
-    )
+class RateLimitedError(Exception):
+    """The client is over its rate limit (design §8); `headers` say when to come back."""
 
     def __init__(self, headers: Mapping[str, str]) -> None:
         """Answer 429 with `Retry-After` and the `RateLimit-*` headers."""
-        super().__init__(headers=headers)
+        super().__init__()
+        self.headers = dict(headers)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """How one kind of error is answered; `message` unless the error carries its own."""
+
+    status: int
+    code: str
+    message: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+_RETRY_LATER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+# Every error ingest's own code raises, and its answer: the one place that knows both.
+ANSWERS: dict[type[Exception], _Answer] = {
+    BrokerUnavailableError: _Answer(
+        503,
+        "broker_unavailable",
+        "The events could not be confirmed by the message broker; retry later with the "
+        "same event ids (listed in event_ids).",
+        _RETRY_LATER,
+    ),
+    DatabaseUnavailableError: _Answer(
+        503,
+        "database_unavailable",
+        "Stored activity cannot be read right now; retry later.",
+        _RETRY_LATER,
+    ),
+    PayloadTooLargeError: _Answer(413, "payload_too_large", "The body is too large."),
+    # The connection is closed after the answer: the rest of the body may still come.
+    BodyTimeoutError: _Answer(
+        408, "request_timeout", "The body did not arrive in time.", {"Connection": "close"}
+    ),
+    UnauthorizedError: _Answer(
+        401,
+        "unauthorized",
+        "A valid API key is required: send Authorization: Bearer <key>.",
+        {"WWW-Authenticate": "Bearer"},
+    ),
+    InvalidQueryError: _Answer(422, "validation_error", "The request does not match the schema."),
+    RateLimitedError: _Answer(
+        429,
+        "rate_limited",
+        "Too many requests from this client; retry after the number of seconds in Retry-After.",
+    ),
+}
+
+
+def domain_error_response(error: Exception) -> Response:
+    """The envelope for an error of `ANSWERS`: its status, code, message and headers."""
+    answer = ANSWERS[type(error)]
+    headers = dict(answer.headers)
+    details: list[ErrorDetail] = []
+    event_ids = None
+    if isinstance(error, RateLimitedError):
+        headers.update(error.headers)
+    elif isinstance(error, InvalidQueryError):
+        details = [
+            ErrorDetail(loc=["query", name], message=problem, type="value_error")
+            for name, problem in error.problems
+        ]
+    elif isinstance(error, BrokerUnavailableError):
+        event_ids = error.event_ids
+    message = str(error) or answer.message
+    return error_response(answer.status, answer.code, message, details, headers, event_ids)
 
 
 # The 429 body never varies (its headers do): serialized once, for the refusals answered
 # before routing, which must stay cheap (RefusedClientGate).
-_RATE_LIMITED_BODY = ErrorBody(error=RateLimitedError.code, message=RateLimitedError.message)
-RATE_LIMITED_JSON = _RATE_LIMITED_BODY.model_dump_json(exclude_none=True).encode()
+_RATE_LIMITED = ANSWERS[RateLimitedError]
+RATE_LIMITED_JSON = (
+    ErrorBody(error=_RATE_LIMITED.code, message=_RATE_LIMITED.message)
+    .model_dump_json(exclude_none=True)
+    .encode()
+)
 
 
 async def send_rate_limited(send: Send, headers: Mapping[str, str]) -> None:
@@ -114,47 +144,6 @@ async def send_rate_limited(send: Send, headers: Mapping[str, str]) -> None:
     ]
     await send({"type": "http.response.start", "status": 429, "headers": raw_headers})
     await send({"type": "http.response.body", "body": RATE_LIMITED_JSON})
-
-
-class UnauthorizedError(ApiError):
-    """Missing or wrong API key (design §3.5)."""
-
-    status_code = 401
-    code = "unauthorized"
-    message = "A valid API key is required: send Authorization: Bearer <key>."
-
-    def __init__(self) -> None:
-        """Answer 401 with the `WWW-Authenticate` challenge."""
-        super().__init__(headers={"WWW-Authenticate": "Bearer"})
-
-
-class DatabaseUnavailableError(ApiError):
-    """MongoDB did not answer the read API in time: the client should retry later."""
-
-    status_code = 503
-    code = "database_unavailable"
-    message = "Stored activity cannot be read right now; retry later."
-
-    def __init__(self, message: str | None = None) -> None:
-        """Answer 503 with `Retry-After`."""
-        super().__init__(message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-
-
-class InvalidQueryError(ApiError):
-    """A query value the schema alone cannot check (a cursor, a range) is wrong."""
-
-    status_code = 422
-    code = "validation_error"
-    message = "The request does not match the schema."
-
-    def __init__(self, parameter: str, problem: str, *more: tuple[str, str]) -> None:
-        """Name each query parameter that is wrong and what is wrong with it."""
-        super().__init__(
-            details=[
-                ErrorDetail(loc=["query", name], message=text, type="value_error")
-                for name, text in ((parameter, problem), *more)
-            ]
-        )
 
 
 def error_response(
@@ -209,9 +198,8 @@ _STATUS_CODES = {
 }
 
 
-async def _api_error(_: Request, error: Exception) -> Response:
-    assert isinstance(error, ApiError)  # noqa: S101 - registered for ApiError only
-    return error.response()
+async def _domain_error(_: Request, error: Exception) -> Response:
+    return domain_error_response(error)
 
 
 async def _request_validation_error(_: Request, error: Exception) -> Response:
@@ -251,7 +239,8 @@ def install_error_handlers(app: FastAPI, routers: Sequence[APIRouter]) -> None:
             headers["Allow"] = ", ".join(sorted(methods[route_path]))
         return error_response(error.status_code, code, message, headers=headers)
 
-    app.add_exception_handler(ApiError, _api_error)
+    for error_type in ANSWERS:
+        app.add_exception_handler(error_type, _domain_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
 

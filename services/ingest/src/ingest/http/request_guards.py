@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ingest.http.errors import ApiError, error_response
+from ingest.domain_errors import BodyTimeoutError, PayloadTooLargeError
+from ingest.http.errors import domain_error_response, error_response
 from ingest.http.paths import route_path
 
 SINGLE_EVENT_MAX_BYTES = 64 * 1024
@@ -20,24 +21,6 @@ BATCH_MAX_BYTES = 1024 * 1024
 # ~100 KB/s for the largest batch), so a client cannot hold a connection and a task open
 # by announcing a body it never sends.
 BODY_TIMEOUT_SECONDS = 10.0
-
-
-class PayloadTooLargeError(ApiError):
-    """The body is larger than its route allows."""
-
-    status_code = 413
-    code = "payload_too_large"
-
-
-class BodyTimeoutError(ApiError):
-    """The body did not arrive in time; the connection is closed after the answer."""
-
-    status_code = 408
-    code = "request_timeout"
-
-    def __init__(self, message: str) -> None:
-        """Answer 408 and close the connection (the rest of the body may still come)."""
-        super().__init__(message, headers={"Connection": "close"})
 
 
 def _is_json(content_type: str) -> bool:
@@ -83,7 +66,7 @@ class JsonBodyGuard:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             too_large = PayloadTooLargeError(f"The body is larger than {limit} bytes.")
-            await too_large.response()(scope, receive, send)
+            await domain_error_response(too_large)(scope, receive, send)
             return
         deadline = asyncio.get_running_loop().time() + self.timeout
         await self.app(scope, _bounded(receive, limit, deadline, self.timeout), send)

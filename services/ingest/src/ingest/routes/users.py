@@ -26,7 +26,8 @@ from ingest.deps import (
     ReadKeyRequiredDep,
     ReadRateLimitDep,
 )
-from ingest.http.errors import ERASURE_ERROR_RESPONSES, READ_ERROR_RESPONSES, InvalidQueryError
+from ingest.domain_errors import InvalidQueryError
+from ingest.http.errors import ERASURE_ERROR_RESPONSES, READ_ERROR_RESPONSES
 from ingest.reads import ActivityQuery, InvalidCursorError, Position
 
 DEFAULT_PAGE_SIZE = 50
@@ -100,12 +101,12 @@ async def list_user_activities(
 ) -> ActivityPageOut:
     """A user's events, newest first by `timestamp`, ties in event id order."""
     if since is not None and until is not None and since >= until:
-        raise InvalidQueryError("until", "must be later than `since`")
+        raise InvalidQueryError(("until", "must be later than `since`"))
     try:
         after = Position.decode(cursor) if cursor else None  # empty: first page
     except InvalidCursorError:
         raise InvalidQueryError(
-            "cursor", "not a cursor of this API; pass `next_cursor` as given"
+            ("cursor", "not a cursor of this API; pass `next_cursor` as given")
         ) from None
     page = await reader.page(
         ActivityQuery(
