@@ -10,7 +10,7 @@ import redis
 from pymongo import AsyncMongoClient
 
 from activity_testing.processes import TEST_REDIS_URL, SecantusServer
-from activity_testing.rabbitmq import DEFAULT_RABBITMQ_URL, rabbit_vhost
+from activity_testing.rabbitmq import DEFAULT_RABBITMQ_URL, VhostPool
 from ingest.settings import IngestSettings
 from processor.settings import ProcessorSettings
 
@@ -21,10 +21,18 @@ SERVICE_VARIABLES = frozenset(
 )
 
 
+@pytest.fixture(scope="session")
+def vhost_pool() -> Iterator[VhostPool]:
+    """Fresh RabbitMQ vhosts, made a batch at a time; those left over deleted at the end."""
+    pool = VhostPool(RABBITMQ_BASE_URL)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-def rabbit_url() -> Iterator[str]:
+def rabbit_url(vhost_pool: VhostPool) -> Iterator[str]:
     """A RabbitMQ URL on a virtual host of this test's own, deleted afterwards."""
-    with rabbit_vhost(RABBITMQ_BASE_URL) as url:
+    with vhost_pool.vhost() as url:
         yield url
 
 
