@@ -118,6 +118,11 @@ class VhostPool:
                 self._used.append(vhost)
             self._deletions.append(self._deleter.submit(self._delete_used))
 
+    @property
+    def waiting(self) -> tuple[str, ...]:
+        """The vhosts made and not yet handed out."""
+        return tuple(self._fresh)
+
     def _delete_used(self) -> None:
         with self._lock:
             names, self._used = self._used, []
