@@ -11,5 +11,6 @@ scripts/test_package.sh chromium "AsyncAPI page test"
 scripts/test_package.sh haproxy "cluster fault test"
 # Fault-schedule seeds replay identically only with the same string hashing.
 export PYTHONHASHSEED="${PYTHONHASHSEED:-0}"
-# Most tests wait on processes and the network: 4 workers keep 2 cores busy.
-exec "${uv_cmd[@]}" run --frozen pytest -n "${TEST_WORKERS:-4}" --dist worksteal "$@"
+# Most tests wait on processes and the network: 4 workers keep 2 cores busy. Tests go out
+# one at a time (longest first, see conftest.py), so no worker queues several long ones.
+exec "${uv_cmd[@]}" run --frozen pytest -n "${TEST_WORKERS:-4}" --dist load --maxschedchunk 1 "$@"
