@@ -119,13 +119,17 @@ async def test_idle_slow_and_trickling_connections_end_at_their_deadlines_while_
 ) -> None:
     port = guarded_ingest.port
 
+    # The header deadline runs from the server's accept: read the clock before connecting,
+    # since with 200 connections opening at once this loop may resume a connected one late
+    # (timed from then, a connection closed on time looked closed early).
     async def idle() -> tuple[bytes, float]:
+        started = time.monotonic()
         reader, _ = await asyncio.open_connection(HOST, port)
-        return await seconds_until_closed(reader, time.monotonic())
+        return await seconds_until_closed(reader, started)
 
     async def slowloris() -> tuple[bytes, float]:
-        reader, writer = await asyncio.open_connection(HOST, port)
         started = time.monotonic()
+        reader, writer = await asyncio.open_connection(HOST, port)
         writer.write(POST + b"X-Slow: ")
         dripping = asyncio.create_task(drip(writer, b"s", 0.2))
         try:
