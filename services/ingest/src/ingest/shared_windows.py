@@ -174,21 +174,26 @@ class SharedWindows:
                     future.set_result(reply)
 
     async def _run_script(self, calls: list[_Call]) -> list[Any]:
-        """The script's answer to each call: one pipeline; the script loaded again if lost."""
-        assert self._redis is not None  # noqa: S101 - checked by `check`
-        for attempt in (1, 2):
-            pipe = self._redis.pipeline(transaction=False)
-            for key, limit, window_ms, member in calls:
-                pipe.evalsha(self._script_sha, 1, key, limit, window_ms, member)
-            answers = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(a, NoScriptError) for a in answers):
-                self._script_sha = await self._redis.script_load(WINDOW_SCRIPT)  # Redis restarted
-                continue
-            for answer in answers:
-                if isinstance(answer, Exception):
-                    raise answer
-            return list(answers)
-        raise AssertionError("unreachable")
+        """The script's answer to each call, in one pipeline; loaded again if Redis lost it."""
+        answers = await self._pipelined(calls)
+        if any(isinstance(answer, NoScriptError) for answer in answers):  # Redis restarted
+            self._script_sha = await self._connected().script_load(WINDOW_SCRIPT)
+            answers = await self._pipelined(calls)
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
+
+    async def _pipelined(self, calls: list[_Call]) -> list[Any]:
+        pipe = self._connected().pipeline(transaction=False)
+        for key, limit, window_ms, member in calls:
+            pipe.evalsha(self._script_sha, 1, key, limit, window_ms, member)
+        return list(await pipe.execute(raise_on_error=False))
+
+    def _connected(self) -> Redis:
+        if self._redis is None:
+            raise RedisError("the rate limiter's Redis client is stopped")
+        return self._redis
 
     async def ping(self) -> bool:
         """Whether Redis answers within the timeout; updates the health either way."""
