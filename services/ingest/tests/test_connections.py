@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from activity_testing.processes import free_port
 from activity_testing.waiting import wait_until
 from ingest.http.connections import (
+    BODY_RECEIVED,
     CONNECTION_CLOSURES,
     ConnectionClosures,
     ConnectionLimits,
@@ -72,7 +73,11 @@ class Served:
 
 
 def echo_app(served: Served) -> Callable[[Scope, Receive, Send], object]:
-    """Answer 200 with the body's length; publish the closures as ingest's lifespan does."""
+    """Answer 200 with the body's length; publish the closures as ingest's lifespan does.
+
+    `X-Body-Received` says whether the server held the whole body when the app began, and
+    `/two-parts` answers its body in two parts.
+    """
     closures = ConnectionClosures(ConnectionMetrics(served.registry))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -82,6 +87,7 @@ def echo_app(served: Served) -> Callable[[Scope, Receive, Send], object]:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
+        whole = b"1" if scope.get(BODY_RECEIVED) else b"0"
         size = 0
         while True:
             message = await receive()
@@ -92,8 +98,11 @@ def echo_app(served: Served) -> Callable[[Scope, Receive, Send], object]:
             if not message.get("more_body", False):
                 break
         body = str(size).encode()
-        headers = [(b"content-length", str(len(body)).encode())]
+        headers = [(b"content-length", str(len(body)).encode()), (b"x-body-received", whole)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if scope["path"] == "/two-parts":
+            await send({"type": "http.response.body", "body": body[:1], "more_body": True})
+            body = body[1:]
         await send({"type": "http.response.body", "body": body})
 
     return app
@@ -102,12 +111,42 @@ def echo_app(served: Served) -> Callable[[Scope, Receive, Send], object]:
 ServeGuarded = Callable[..., AbstractAsyncContextManager[Served]]
 
 
+class _RecordedTransport:
+    """A connection's transport, its writes recorded (everything else is the transport's)."""
+
+    def __init__(self, transport: asyncio.Transport, writes: list[bytes]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class RecordingProtocol(GuardedProtocol):
+    """`GuardedProtocol` whose transport records each write in `WRITES`."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_RecordedTransport(transport, WRITES))  # type: ignore[arg-type]
+
+
+WRITES: list[bytes] = []
+
+
 @pytest.fixture
 def serve_guarded() -> ServeGuarded:
-    """Serve the echo app through `GuardedProtocol` held to `LIMITS` (keywords replace some)."""
+    """Serve the echo app through `GuardedProtocol` held to `LIMITS` (keywords replace some).
+
+    `protocol=` serves through a subclass of it instead.
+    """
 
     @asynccontextmanager
-    async def serve(**changes: Any) -> AsyncIterator[Served]:
+    async def serve(
+        protocol: type[GuardedProtocol] = GuardedProtocol, **changes: Any
+    ) -> AsyncIterator[Served]:
         served = Served(free_port(), CollectorRegistry())
         config = uvicorn.Config(
             echo_app(served),
@@ -115,7 +154,7 @@ def serve_guarded() -> ServeGuarded:
             log_config=None,
             lifespan="on",
             timeout_keep_alive=30,
-            http=functools.partial(GuardedProtocol, limits=replace(LIMITS, **changes)),  # type: ignore[arg-type]
+            http=functools.partial(protocol, limits=replace(LIMITS, **changes)),  # type: ignore[arg-type]
         )
         server = served.server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
@@ -258,6 +297,50 @@ async def test_expect_100_continue_is_still_honoured(serve_guarded: ServeGuarded
         writer.write(b"abc")
         status, _, body = await answer(reader)
         assert (status, body) == (200, b"3")
+
+
+# --- Writes -----------------------------------------------------------------------------
+
+
+async def test_a_response_head_leaves_with_its_body_in_one_write(
+    serve_guarded: ServeGuarded,
+) -> None:
+    """One write (one packet) per small response; a later part of a body is its own write."""
+    WRITES.clear()
+    async with serve_guarded(protocol=RecordingProtocol) as served:
+        reader, writer = await served.connect()
+        writer.write(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 12\r\n\r\n" + b"x" * 12)
+        assert (await answer(reader))[::2] == (200, b"12")
+        assert len(WRITES) == 1, WRITES
+        assert WRITES[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        assert WRITES[0].endswith(b"\r\n\r\n12")
+
+        writer.write(b"POST /two-parts HTTP/1.1\r\nHost: test\r\nContent-Length: 12\r\n\r\n")
+        writer.write(b"x" * 12)
+        assert (await answer(reader))[::2] == (200, b"12")
+        assert len(WRITES) == 3, WRITES
+        assert WRITES[1].startswith(b"HTTP/1.1 200 OK\r\n")
+        assert WRITES[1].endswith(b"\r\n\r\n1")
+        assert WRITES[2] == b"2"
+
+
+async def test_the_scope_says_whether_the_body_was_whole_before_the_app_began(
+    serve_guarded: ServeGuarded,
+) -> None:
+    """The write routes skip their body deadline only for a body already in hand."""
+    async with serve_guarded() as served:
+        reader, writer = await served.connect()
+        writer.write(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\n\r\nabc")
+        status, headers, _ = await answer(reader)
+        assert (status, headers["x-body-received"]) == (200, "1")
+        # `100 Continue` is sent when the app first asks for the body: it has begun by then.
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+        )
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"abc")
+        status, headers, body = await answer(reader)
+        assert (status, headers["x-body-received"], body) == (200, "0", b"3")
 
 
 # --- Deadlines ---------------------------------------------------------------------------

@@ -2,16 +2,18 @@
 
 The headers are judged before the app runs (415, and 413 for a declared length); the body
 itself is bounded while the app reads it (413 past the limit, 408 past the deadline), so
-a request refused before it reads its body (429, 401) never has it read.
+a request refused before it reads its body (429, 401) never has it read. A body the server
+received whole before the app ran (`BODY_RECEIVED`, from `ingest.http.connections`) needs
+no deadline: most bodies arrive with their headers, and a timer per request is not free.
 """
 
 import asyncio
 from collections.abc import Mapping
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.domain_errors import BodyTimeoutError, PayloadTooLargeError
+from ingest.http.connections import BODY_RECEIVED
 from ingest.http.errors import domain_error_response, error_response
 from ingest.http.paths import route_path
 
@@ -21,6 +23,26 @@ BATCH_MAX_BYTES = 1024 * 1024
 # ~100 KB/s for the largest batch), so a client cannot hold a connection and a task open
 # by announcing a body it never sends.
 BODY_TIMEOUT_SECONDS = 10.0
+
+
+def _body_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str, str, str]:
+    """`Content-Type`, `Content-Encoding` (lower case) and `Content-Length`, in one pass.
+
+    The first of each counts, as Starlette's `Headers.get` takes it.
+    """
+    content_type = encoding = length = None
+    for name, value in headers:
+        if name == b"content-type":
+            content_type = value if content_type is None else content_type
+        elif name == b"content-encoding":
+            encoding = value if encoding is None else encoding
+        elif name == b"content-length":
+            length = value if length is None else length
+    return (
+        (content_type or b"").decode("latin-1"),
+        (encoding or b"identity").decode("latin-1").strip().lower(),
+        (length or b"").decode("latin-1"),
+    )
 
 
 def _is_json(content_type: str) -> bool:
@@ -47,14 +69,13 @@ class JsonBodyGuard:
         if limit is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        if not _is_json(headers.get("content-type", "")):
+        content_type, encoding, declared = _body_headers(scope["headers"])
+        if not _is_json(content_type):
             response = error_response(
                 415, "unsupported_media_type", "Send the body as application/json."
             )
             await response(scope, receive, send)
             return
-        encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             response = error_response(
                 415,
@@ -63,24 +84,29 @@ class JsonBodyGuard:
             )
             await response(scope, receive, send)
             return
-        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             too_large = PayloadTooLargeError(f"The body is larger than {limit} bytes.")
             await domain_error_response(too_large)(scope, receive, send)
             return
-        deadline = asyncio.get_running_loop().time() + self.timeout
+        # A body the server already holds whole cannot be late: no timer for it.
+        deadline = None
+        if not scope.get(BODY_RECEIVED):
+            deadline = asyncio.get_running_loop().time() + self.timeout
         await self.app(scope, _bounded(receive, limit, deadline, self.timeout), send)
 
 
-def _bounded(receive: Receive, limit: int, deadline: float, timeout: float) -> Receive:
+def _bounded(receive: Receive, limit: int, deadline: float | None, timeout: float) -> Receive:
     """`receive` that refuses a body past `limit` bytes or arriving after `deadline`."""
     size = 0
 
     async def bounded_receive() -> Message:
         nonlocal size
         try:
-            async with asyncio.timeout_at(deadline):
+            if deadline is None:
                 message = await receive()
+            else:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
         except TimeoutError:
             raise BodyTimeoutError(f"The body did not arrive within {timeout:g} seconds.") from None
         size += len(message.get("body", b""))
