@@ -5,7 +5,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from activity_contract.events import ActivityBatchIn, ActivityIn
 from activity_contract.process import freeze_startup_objects
@@ -21,10 +23,10 @@ from ingest.http.docs_page import docs_router
 from ingest.http.errors import install_error_handlers
 from ingest.http.json_bodies import document_request_bodies
 from ingest.http.metrics import ConnectionMetrics, HttpMetrics
-from ingest.http.refused_clients import RefusedClientGate
-from ingest.http.request_guards import BATCH_MAX_BYTES, SINGLE_EVENT_MAX_BYTES, JsonBodyGuard
+from ingest.http.request_guards import BATCH_MAX_BYTES, SINGLE_EVENT_MAX_BYTES
 from ingest.http.request_ids import install_log_record_request_ids
 from ingest.http.request_scope import RequestScope
+from ingest.http.write_path import WritePath, WriteRoute
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
 from ingest.rate_limit import ClientRateLimiter
@@ -34,7 +36,22 @@ from ingest.settings import IngestSettings
 from ingest.shared_windows import SharedWindows
 
 
-def create_app(settings: IngestSettings | None = None) -> FastAPI:
+class IngestApp(FastAPI):
+    """FastAPI, with the write routes answered first by `write_path` (the hot path)."""
+
+    write_path: WritePath | None = None  # both set by `create_app`
+    write_scope: ASGIApp  # the write path in its `RequestScope`
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A POST to a write route goes to the write path; everything else to FastAPI."""
+        write_path = self.write_path
+        if scope["type"] == "http" and write_path is not None and write_path.route_of(scope):
+            await self.write_scope(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: IngestSettings | None = None) -> IngestApp:
     """Build the ingest app; with no settings, read them from the environment."""
     settings = settings or load_settings(IngestSettings)
     install_log_record_request_ids()
@@ -88,7 +105,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             if tracing is not None:
                 tracing.shutdown()  # the last spans are exported before the process ends
 
-    app = FastAPI(
+    app = IngestApp(
         title="event-tracker ingest",
         version="1.0.0",
         description="Accepts user activity events and publishes them to RabbitMQ.",
@@ -121,19 +138,26 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     document_request_bodies(app, ActivityIn, ActivityBatchIn)
     install_error_handlers(app, [activities.router, users.router, health.router])
     # Pure ASGI middleware; added last = outermost.
-    app.add_middleware(
-        JsonBodyGuard,
-        limits={
-            f"{activities.router.prefix}": SINGLE_EVENT_MAX_BYTES,
-            f"{activities.router.prefix}/batch": BATCH_MAX_BYTES,
-        },
+    http_metrics = HttpMetrics(registry)
+    app.add_middleware(RequestScope, metrics=http_metrics, tracer=tracer)
+    # The write routes' hot path, under the same request scope as everything else.
+    declared = {
+        route.path: route for route in activities.router.routes if isinstance(route, APIRoute)
+    }
+    write_path = WritePath(
+        [
+            WriteRoute(declared[activities.router.prefix], ActivityIn, SINGLE_EVENT_MAX_BYTES),
+            WriteRoute(
+                declared[f"{activities.router.prefix}/batch"], ActivityBatchIn, BATCH_MAX_BYTES
+            ),
+        ],
+        write_limit,
+        app.state.ingest_api_keys,
+        publisher,
+        metrics,
     )
-    app.add_middleware(
-        RefusedClientGate,
-        refused_now=write_limit.refused_now,
-        routes={route.path: route for route in activities.router.routes},  # type: ignore[attr-defined]
-    )
-    app.add_middleware(RequestScope, metrics=HttpMetrics(registry), tracer=tracer)
+    app.write_path = write_path
+    app.write_scope = RequestScope(write_path, metrics=http_metrics, tracer=tracer)
     # Lifespan only: a start-up a dependency refused logs its cause, not a traceback.
     app.add_middleware(StartupFailureLine)
     return app

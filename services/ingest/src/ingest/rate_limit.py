@@ -6,8 +6,8 @@
   factory, to that client's `ClientWindow` bucket: a sliding-window log in Redis
   (`ingest.shared_windows`), shared exactly by every instance.
 - Cheap refusals: a client Redis refused is refused locally until the moment its
-  `Retry-After` names, without a round trip (as Envoy's over-limit cache does); for the
-  write routes already before routing (`RefusedClientGate`). Nothing is admitted locally.
+  `Retry-After` names, without a round trip (as Envoy's over-limit cache does); on the
+  write routes before anything else (`ingest.http.write_path`). Nothing is admitted locally.
 - Fail-open: when Redis fails or is slow, the bucket applies the same rule per process in
   memory (pyrate-limiter's in-memory buckets), bounded by stored entries; logged once per
   outage, counted, and reported by readiness (`SharedWindows.state`).
@@ -16,7 +16,6 @@
 import logging
 import math
 import time
-from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from inspect import isawaitable
@@ -235,8 +234,6 @@ class ClientRateLimiter(RateLimiter):
     ) -> None:
         """Limit `scope` (its own budget per client) by `rule`."""
         self.scope = scope
-        # Where `RefusedClientGate` leaves a passed client's key in the ASGI scope.
-        self._gated_key = f"event_tracker.rate_limit_key.{scope}"
         self.windows = ClientWindows(rule, shared, metrics)
         self._log = RefusalLog(scope)
         self._refused = metrics.rate_limited.labels(scope=scope)
@@ -251,35 +248,29 @@ class ClientRateLimiter(RateLimiter):
         budget), and its `try_acquire_async` holds a per-loop lock across the Redis round
         trip (one check at a time per process); `try_acquire` awaits the bucket unlocked.
         """
-        # `RefusedClientGate` found this client's key, and no refusal, a moment ago.
-        key: str | None = request.scope.get(self._gated_key)
-        verdict = None
-        if key is None:
-            key = await self.key(request)
-            verdict = self.windows.refusals.verdict(key, time.monotonic())
-        if verdict is None:
-            admitted = self.limiter.try_acquire(key, blocking=self.blocking)
-            if isawaitable(admitted):
-                await admitted
-            verdict = VERDICT.get()
+        key = await self.key(request)
+        verdict = self.refused_locally(key) or await self.counted(key)
         if not verdict.allowed:
-            self._note_refusal(key)
             request.state.rate_limit = verdict
             await self.callback(request, response)
         response.headers.update(verdict.headers())
 
-    async def refused_now(self, connection: HTTPConnection) -> Mapping[str, str] | None:
-        """The headers of this client's local refusal, if one lasts (no Redis, no counting).
-
-        For `RefusedClientGate`, which answers such requests before FastAPI routes them.
-        """
-        key = await self.key(connection)
+    def refused_locally(self, key: str) -> Verdict | None:
+        """The client's live local refusal (no Redis, nothing counted), else None."""
         verdict = self.windows.refusals.verdict(key, time.monotonic())
-        if verdict is None:
-            connection.scope[self._gated_key] = key  # the dependency counts under it
-            return None
-        self._note_refusal(key)
-        return verdict.headers()
+        if verdict is not None:
+            self._note_refusal(key)
+        return verdict
+
+    async def counted(self, key: str) -> Verdict:
+        """The request counted in the client's window by the library's limiter."""
+        admitted = self.limiter.try_acquire(key, blocking=self.blocking)
+        if isawaitable(admitted):
+            await admitted
+        verdict = VERDICT.get()
+        if not verdict.allowed:
+            self._note_refusal(key)
+        return verdict
 
     async def key(self, connection: HTTPConnection) -> str:
         """The client's key in this limiter's scope (`write:<client>`)."""

@@ -126,7 +126,7 @@ def domain_error_response(error: Exception) -> Response:
 
 
 # The 429 body never varies (its headers do): serialized once, for the refusals answered
-# before routing, which must stay cheap (RefusedClientGate).
+# on the write path (`ingest.http.write_path`), which must stay cheap.
 _RATE_LIMITED = ANSWERS[RateLimitedError]
 RATE_LIMITED_JSON = (
     ErrorBody(error=_RATE_LIMITED.code, message=_RATE_LIMITED.message)
@@ -204,7 +204,11 @@ async def _domain_error(_: Request, error: Exception) -> Response:
 
 async def _request_validation_error(_: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)  # noqa: S101 - registered for it only
-    errors = error.errors()
+    return validation_error_response(error.errors())
+
+
+def validation_error_response(errors: Sequence[Any]) -> Response:
+    """`400 malformed_json` for a body that is not JSON, else `422` with one detail each."""
     if any(item.get("type") == "json_invalid" for item in errors):
         return error_response(
             400, "malformed_json", "The request body is not valid JSON (UTF-8, RFC 8259)."

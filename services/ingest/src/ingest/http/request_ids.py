@@ -3,9 +3,7 @@
 import logging
 import random
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from starlette.types import Scope
 
@@ -32,14 +30,18 @@ def request_id_of(scope: Scope) -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-@contextmanager
-def request_id_set(request_id: str) -> Iterator[None]:
-    """The id of the request this task handles, while it handles it (for log records)."""
-    token = _current.set(request_id)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+def request_id_set(request_id: str) -> Token[str | None]:
+    """Make `request_id` the id of the request this task handles (for log records).
+
+    Undo with `request_id_reset(token)` when the request is done (a plain pair, not a
+    context manager: this runs on every request).
+    """
+    return _current.set(request_id)
+
+
+def request_id_reset(token: Token[str | None]) -> None:
+    """End what `request_id_set` began."""
+    _current.reset(token)
 
 
 def install_log_record_request_ids() -> None:

@@ -16,7 +16,7 @@ from ingest.http.access_log import log_request, route_template
 from ingest.http.errors import internal_error_response
 from ingest.http.metrics import CLIENT_CLOSED_REQUEST, METRICS_PATH, HttpMetrics
 from ingest.http.paths import route_path
-from ingest.http.request_ids import HEADER, request_id_of, request_id_set
+from ingest.http.request_ids import HEADER, request_id_of, request_id_reset, request_id_set
 
 logger = logging.getLogger(__name__)
 
@@ -72,29 +72,30 @@ class RequestScope:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        with request_id_set(request_id):
-            try:
-                await self.app(scope, receive, send_with_id)
-            except ClientDisconnect:
-                status = CLIENT_CLOSED_REQUEST
-                self.metrics.client_disconnects.inc()
-            except Exception as error:
-                logger.exception(
-                    "unhandled error",
-                    extra={"path": scope.get("path", ""), "error_type": type(error).__name__},
+        token = request_id_set(request_id)  # on every log record until the end
+        try:
+            await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED_REQUEST
+            self.metrics.client_disconnects.inc()
+        except Exception as error:
+            logger.exception(
+                "unhandled error",
+                extra={"path": scope.get("path", ""), "error_type": type(error).__name__},
+            )
+            if status:  # too late for an envelope: the server ends the response
+                raise
+            await internal_error_response()(scope, receive, send_with_id)
+        finally:
+            if route_path(scope) != METRICS_PATH:
+                seconds = time.perf_counter() - started
+                route = route_template(scope)
+                log_request(scope["method"], route, status or 500, seconds)
+                self.metrics.observe(route, scope["method"], status or 500, seconds)
+            if span is not None:
+                route = route_template(scope)
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attributes(
+                    {"http.route": route, "http.response.status_code": status or 500}
                 )
-                if status:  # too late for an envelope: the server ends the response
-                    raise
-                await internal_error_response()(scope, receive, send_with_id)
-            finally:
-                if route_path(scope) != METRICS_PATH:
-                    seconds = time.perf_counter() - started
-                    route = route_template(scope)
-                    log_request(scope["method"], route, status or 500, seconds)
-                    self.metrics.observe(route, scope["method"], status or 500, seconds)
-                if span is not None:
-                    route = route_template(scope)
-                    span.update_name(f"{scope['method']} {route}")
-                    span.set_attributes(
-                        {"http.route": route, "http.response.status_code": status or 500}
-                    )
+            request_id_reset(token)
