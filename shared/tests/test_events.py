@@ -1,5 +1,6 @@
 """The event schema's rules: what ingest accepts, what travels on the queue."""
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from activity_contract.events import (
     ActivityMessage,
     UnreadableEvent,
     corrected_timestamp,
+    metadata_size,
 )
 from activity_testing.events import event_payload
 
@@ -99,6 +101,23 @@ def test_metadata_size_limit_is_16_kib_serialized() -> None:
     assert ActivityIn.model_validate(event_payload(metadata=fits)).metadata == fits
     too_big = {"k": "x" * (16 * 1024 - 7)}
     assert ("metadata",) in error_types(event_payload(metadata=too_big))
+
+
+TRICKY_METADATA: list[dict[str, Any]] = [
+    {},
+    {"café": "naïve ☕ 日本語 😀", "quote": '"\\/\n\t\x00\x1f\u2028'},
+    {"a": {"b": [1, {"c": [[], {}, None, True, False]}], "d": "\u00e9"}},
+    {"f": [0.1, 1e16, 1.5e308, 5e-324, -0.0, 1e-7, 123456789.123456789, 2.5]},
+    {"i": [2**63 - 1, -(2**63), 2**100, 0, -1]},
+    {"not finite": [float("nan"), float("inf"), float("-inf")]},
+]
+
+
+@pytest.mark.parametrize("value", TRICKY_METADATA)
+def test_metadata_size_is_what_json_dumps_measures(value: dict[str, Any]) -> None:
+    """The measure both services apply is compact UTF-8 JSON as `json.dumps` writes it."""
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    assert metadata_size(value) == len(expected)
 
 
 def test_metadata_depth_limit_is_8_levels() -> None:

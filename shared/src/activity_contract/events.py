@@ -102,9 +102,14 @@ def _check_scalar(value: JsonValue) -> None:
         raise ValueError("integers must fit in a signed 64-bit integer")
 
 
+# What `json.dumps(value, separators=(",", ":"), ensure_ascii=False)` builds on every
+# call (it keeps only its default encoder); made once, it writes the same text.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def metadata_size(value: dict[str, JsonValue]) -> int:
     """Bytes of `value` as compact UTF-8 JSON: the one measure both services apply."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(_COMPACT_JSON.encode(value).encode())
 
 
 def _storable_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
