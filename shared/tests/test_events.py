@@ -1,6 +1,8 @@
 """The event schema's rules: what ingest accepts, what travels on the queue."""
 
+import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -16,6 +18,8 @@ from activity_contract.events import (
     ActivityMessage,
     UnreadableEvent,
     corrected_timestamp,
+    metadata_size,
+    read_queue_message,
 )
 from activity_testing.events import event_payload
 
@@ -99,6 +103,23 @@ def test_metadata_size_limit_is_16_kib_serialized() -> None:
     assert ActivityIn.model_validate(event_payload(metadata=fits)).metadata == fits
     too_big = {"k": "x" * (16 * 1024 - 7)}
     assert ("metadata",) in error_types(event_payload(metadata=too_big))
+
+
+TRICKY_METADATA: list[dict[str, Any]] = [
+    {},
+    {"café": "naïve ☕ 日本語 😀", "quote": '"\\/\n\t\x00\x1f\u2028'},
+    {"a": {"b": [1, {"c": [[], {}, None, True, False]}], "d": "\u00e9"}},
+    {"f": [0.1, 1e16, 1.5e308, 5e-324, -0.0, 1e-7, 123456789.123456789, 2.5]},
+    {"i": [2**63 - 1, -(2**63), 2**100, 0, -1]},
+    {"not finite": [float("nan"), float("inf"), float("-inf")]},
+]
+
+
+@pytest.mark.parametrize("value", TRICKY_METADATA)
+def test_metadata_size_is_what_json_dumps_measures(value: dict[str, Any]) -> None:
+    """The measure both services apply is compact UTF-8 JSON as `json.dumps` writes it."""
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    assert metadata_size(value) == len(expected)
 
 
 def test_metadata_depth_limit_is_8_levels() -> None:
@@ -336,3 +357,61 @@ def test_a_bad_event_of_a_group_is_kept_as_it_came_with_why() -> None:
     assert third.raw == 7
     with pytest.raises(ValidationError):  # the group itself must still be one
         QUEUE_MESSAGE.validate_python({"group_id": str(uuid.uuid4()), "events": []})
+
+
+def _queued(**metadata: Any) -> bytes:
+    """One event as ingest puts it on the queue."""
+    event = ActivityIn.model_validate(event_payload(metadata=metadata))
+    return event.to_message(datetime.now(UTC), request_id="r").model_dump_json().encode()
+
+
+def _framed(*events: bytes, opening: str = '"schema_version":1,') -> bytes:
+    """A group framed the way ingest frames one: its events' JSON inside a fixed opening."""
+    return f'{{"group_id":"{uuid.uuid4()}",{opening}"events":['.encode() + b",".join(events) + b"]}"
+
+
+def _with_key(body: bytes, key: str) -> bytes:
+    """`body` (a JSON object) with one more top-level key, spelled `key` in the JSON."""
+    return body[:-1] + f',"{key}":[{_queued().decode()}]}}'.encode()
+
+
+def _reading(read: Callable[[bytes | str], object], body: bytes | str) -> object:
+    """What `read` makes of `body`: the kind and contents, or the errors without URLs."""
+    try:
+        message = read(body)
+    except ValidationError as error:
+        return error.errors(include_url=False)
+    if isinstance(message, ActivityGroupMessage):
+        return ("activity_group", message.group_id, message.schema_version, message.events)
+    return ("activity", message)
+
+
+QUEUE_BODIES: dict[str, bytes | str] = {
+    "one event": _queued(page="/é"),
+    "one event as text": _queued().decode(),
+    "a group as ingest frames it": _framed(_queued(), _queued(n=2**63 - 1)),
+    "a group as the model writes it": _framed(_queued(), _queued(), opening=""),
+    "a group with a bad event": _framed(_queued(), b'{"user_id":"u"}', b"7"),
+    "a group of a newer schema": _framed(_queued(), opening='"schema_version":2,'),
+    "a group with no events": _framed(),
+    "a group with a bad id": _framed(_queued()).replace(b'"group_id":"', b'"group_id":"x', 1),
+    "a group with its events first": json.dumps(
+        {"events": [json.loads(_queued())], "group_id": str(uuid.uuid4())}
+    ).encode(),
+    "events inside metadata": _queued(events=[1, 2], note='"events"'),
+    "an escape inside metadata": _queued(note="\x01"),
+    "an event with an events key": _with_key(_queued(), "events"),
+    "an event with an escaped events key": _with_key(_queued(), "\\u0065vents"),
+    "a truncated group": _framed(_queued())[:60],
+    "not JSON": b"{",
+    "empty": b"",
+    "a list": b"[]",
+    "a number": b"7",
+    "null": b"null",
+}
+
+
+@pytest.mark.parametrize("body", QUEUE_BODIES.values(), ids=QUEUE_BODIES.keys())
+def test_read_queue_message_reads_as_the_queue_message_adapter(body: bytes | str) -> None:
+    """Whatever shortcut the reader takes, the result and every error are the contract's."""
+    assert _reading(read_queue_message, body) == _reading(QUEUE_MESSAGE.validate_json, body)

@@ -102,9 +102,14 @@ def _check_scalar(value: JsonValue) -> None:
         raise ValueError("integers must fit in a signed 64-bit integer")
 
 
+# What `json.dumps(value, separators=(",", ":"), ensure_ascii=False)` builds on every
+# call (it keeps only its default encoder); made once, it writes the same text.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def metadata_size(value: dict[str, JsonValue]) -> int:
     """Bytes of `value` as compact UTF-8 JSON: the one measure both services apply."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(_COMPACT_JSON.encode(value).encode())
 
 
 def _storable_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
@@ -379,6 +384,42 @@ _READABLE_MESSAGE: TypeAdapter[ActivityMessage | ActivityGroupMessage] = TypeAda
 )
 
 
+# The opening of a group as ingest frames it, or as the model writes it: the top-level
+# `events` key, reached past a `group_id` without escapes and an optional `schema_version`.
+_GROUP_OPENING = re.compile(rb'\{"group_id":"[^"\\]*",(?:"schema_version":\d+,)?"events":\[')
+# Without these bytes a JSON text holds no key `events`: spelled otherwise, a key needs a
+# \u escape.
+_EVENTS_KEY, _UNICODE_ESCAPE = b'"events"', b"\\u"
+# The model each message kind is read with when every event is readable.
+_READABLE_MODELS: dict[str, type[ActivityMessage | ActivityGroupMessage]] = {
+    "activity": ActivityMessage,
+    "activity_group": _ReadableGroup,
+}
+
+
+def _raw_message_kind(body: bytes | str) -> str | None:
+    """The kind `_message_kind` finds once `body` is parsed, told from its bytes; None if unsure.
+
+    Parsing the whole message into Python objects only to look for one key costs a share
+    of reading it; the common bodies tell their kind by their opening or by lacking the key.
+    """
+    if not isinstance(body, bytes):
+        return None
+    if _GROUP_OPENING.match(body):
+        return "activity_group"
+    if _EVENTS_KEY not in body and _UNICODE_ESCAPE not in body:
+        return "activity"
+    return None
+
+
+def _read_readable(body: bytes | str) -> ActivityMessage | ActivityGroupMessage:
+    """A message whose every event is readable: by its kind's model when the bytes tell it."""
+    kind = _raw_message_kind(body)
+    if kind is None:
+        return _READABLE_MESSAGE.validate_json(body)
+    return _READABLE_MODELS[kind].model_validate_json(body)
+
+
 def read_queue_message(body: bytes | str) -> ActivityMessage | ActivityGroupMessage:
     """A queue message as `QUEUE_MESSAGE` reads it; raises its `ValidationError` if unreadable.
 
@@ -386,7 +427,7 @@ def read_queue_message(body: bytes | str) -> ActivityMessage | ActivityGroupMess
     event of a group read on its own, so one bad event is kept apart (`UnreadableEvent`).
     """
     try:
-        return _READABLE_MESSAGE.validate_json(body)
+        return _read_readable(body)
     except ValidationError:
         return QUEUE_MESSAGE.validate_json(body)
 
