@@ -20,8 +20,8 @@ lint: ## ruff (lint + format check) and mypy --strict
 format: ## Apply ruff's formatting and safe fixes
 	@$(UV) run --frozen ruff format . && $(UV) run --frozen ruff check --fix .
 
-asyncapi: ## Regenerate asyncapi.yaml from the code
-	@$(UV) run --frozen faststream docs gen --factory processor.app:create_asyncapi_app --yaml --out asyncapi.yaml
+asyncapi: ## Regenerate asyncapi.yaml from the code and the tracking plan (tracking-plan/)
+	@TRACKING_PLAN_DIR=tracking-plan $(UV) run --frozen faststream docs gen --factory processor.app:create_asyncapi_app --yaml --out asyncapi.yaml
 
 asyncapi-renderer: ## Re-vendor the /asyncapi page's renderer from npm (RENDERER_VERSION=x.y.z; default: the pinned one)
 	@$(UV) run --frozen python scripts/vendor_renderer.py asyncapi $(RENDERER_VERSION)
