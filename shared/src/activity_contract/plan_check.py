@@ -109,14 +109,12 @@ def plan_at_revision(revision: str, folder: Path) -> tuple[PlannedEvent, ...]:
     return read_plan_files(files)
 
 
-def check(plan_dir: Path, against: str) -> list[str]:
-    """The problems of `plan_dir` against the previous plan `against` (folder or revision)."""
-    new_plan = load_plan_events(plan_dir)
+def previous_plan(plan_dir: Path, against: str) -> tuple[PlannedEvent, ...]:
+    """The plan `against` names: a folder, or `plan_dir` at a git revision (maybe none)."""
     previous = Path(against)
-    old_plan = (
-        load_plan_events(previous) if previous.is_dir() else plan_at_revision(against, plan_dir)
-    )
-    return incompatibilities(old_plan, new_plan)
+    if previous.is_dir():
+        return load_plan_events(previous)
+    return plan_at_revision(against, plan_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,10 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     arguments = parser.parse_args(argv)
     try:
-        problems = check(arguments.plan, arguments.against)
+        new_plan = load_plan_events(arguments.plan)
+        old_plan = previous_plan(arguments.plan, arguments.against)
     except PlanError as error:
         print(f"event-tracker-plan: {error}", file=sys.stderr)  # noqa: T201
         return 2
+    if not old_plan:
+        print(f"{arguments.against}: no previous plan, nothing to compare")  # noqa: T201
+        return 0
+    problems = incompatibilities(old_plan, new_plan)
     for problem in problems:
         print(f"incompatible: {problem}", file=sys.stderr)  # noqa: T201
     if problems:
