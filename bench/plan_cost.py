@@ -3,13 +3,18 @@
 A plan of typical size (10 event types, 5-15 properties each, compiled once as the services
 do) judges events of a planned type that meet it, events that break it, and events of an
 unplanned type; beside it, what ingest pays per event anyway to parse and validate a body
-(`ActivityIn` from JSON, then `to_message`). CPU time (process time), microseconds per
-event. `--write DIR` writes the plan itself: `python -m bench --plan DIR` runs the services
-with it, and its types include the ones the load generator posts (`bench_load`, ...), so the
-bench's events are really checked.
+(`ActivityIn` from JSON, then `to_message`). Then ingest's write path itself, in process
+(read, parse, check, "publish", answer 202; the publish a stub, so only the path's own CPU
+counts), with and without the plan, interleaved ABBA over rounds: a whole-stack bench run
+moves by 20-40 % with the machine (bench/compare.py), far more than the check costs. CPU
+time (process time), microseconds per event. `--write DIR` writes the plan itself:
+`python -m bench --plan DIR` runs the services with it, and its types include the ones the
+load generator posts (`bench_load`, ...), so the bench's events are really checked.
 """
 
 import argparse
+import asyncio
+import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client import CollectorRegistry
+from starlette.types import Message
 
-from activity_contract.events import ActivityIn
+from activity_contract.events import ActivityBatchIn, ActivityIn, ActivityMessage
 from activity_contract.tracking_plan import (
     Enforcement,
     TrackingPlan,
@@ -52,6 +59,8 @@ _EXTRA_PROPERTIES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("section", {"type": "string", "maxLength": 64}),
 )
 ITERATIONS = 100_000
+WRITE_PATH_REQUESTS = 30_000
+ROUNDS = 6  # ABBA: each side first as often
 
 
 def planned_type(event_type: str, properties: int) -> dict[str, Any]:
@@ -103,6 +112,66 @@ def per_call_us(call: Callable[[], object], iterations: int = ITERATIONS) -> flo
     return best / iterations * 1e6
 
 
+class _NoPublish:
+    """Stands in for the publisher: the write path's own CPU is what is measured."""
+
+    async def publish(self, messages: list[ActivityMessage]) -> None:
+        return None
+
+
+async def _write_path_us(plan: TrackingPlan | None, body: bytes, batch: bool) -> float:
+    """CPU microseconds per event of ingest's write path, publish excluded."""
+    from ingest.app import create_app
+    from ingest.http.request_guards import BATCH_MAX_BYTES, SINGLE_EVENT_MAX_BYTES
+    from ingest.http.write_path import WritePath, WriteRoute
+    from ingest.metrics import IngestMetrics
+    from ingest.plan_checks import PlanChecks
+    from ingest.rate_limit import Verdict
+    from ingest.settings import IngestSettings
+
+    app = create_app(IngestSettings(_env_file=None))
+    if app.write_path is None:
+        raise RuntimeError("ingest has no write path")
+    route = app.write_path.route_of(
+        {
+            "type": "http",
+            "method": "POST",
+            "path": "/api/v1/activities" + ("/batch" if batch else ""),
+        }
+    )
+    if route is None:
+        raise RuntimeError("no write route")
+    model = ActivityBatchIn if batch else ActivityIn
+    write = WriteRoute(route.route, model, BATCH_MAX_BYTES if batch else SINGLE_EVENT_MAX_BYTES)
+    metrics = IngestMetrics(CollectorRegistry())
+    checks = PlanChecks(plan, metrics) if plan is not None else None
+    # `_accept` (read, parse, check, publish, 202) uses neither the limiter nor the keys.
+    path = WritePath(
+        [write],
+        app.state.read_limit,
+        app.state.ingest_api_keys,
+        _NoPublish(),  # type: ignore[arg-type]
+        metrics,
+        checks,
+    )
+    verdict = Verdict(
+        allowed=True, limit=100, remaining=99, reset_seconds=60, retry_after_seconds=0
+    )
+    request: Message = {"type": "http.request", "body": body, "more_body": False}
+
+    async def receive() -> Message:
+        return request
+
+    async def send(_: Message) -> None:
+        return None
+
+    requests = WRITE_PATH_REQUESTS // (100 if batch else 1)
+    started = time.process_time()
+    for _ in range(requests):
+        await path._accept(write, receive, send, verdict)
+    return (time.process_time() - started) / (requests * (100 if batch else 1)) * 1e6
+
+
 def main() -> None:
     """Print the table; with --write, write the plan first."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -139,6 +208,24 @@ def main() -> None:
         print(f"  {label:<55} {micros:7.2f} us/event")
     check = rows[1][1]
     print(f"  valid check / parse: {check / rows[0][1]:.1%} of what ingest pays per event anyway")
+    event = body.decode()
+    batch_body = ('{"events":[' + ",".join([event] * 100) + "]}").encode()
+    print(f"ingest write path in process, publish stubbed, {ROUNDS} rounds ABBA (median):")
+    for label, payload, batch in (
+        ("single POST", body, False),
+        ("batch POST x100", batch_body, True),
+    ):
+        without: list[float] = []
+        planned: list[float] = []
+        for round_number in range(ROUNDS):
+            order = [(None, without), (plan, planned)]
+            for side, figures in order if round_number % 2 == 0 else reversed(order):
+                figures.append(asyncio.run(_write_path_us(side, payload, batch)))
+        no_plan, with_plan = statistics.median(without), statistics.median(planned)
+        print(
+            f"  {label:<17} no plan {no_plan:6.1f} us/event, with the plan {with_plan:6.1f}"
+            f" us/event: {with_plan / no_plan - 1:+.1%}"
+        )
 
 
 if __name__ == "__main__":
