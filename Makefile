@@ -20,8 +20,11 @@ lint: ## ruff (lint + format check) and mypy --strict
 format: ## Apply ruff's formatting and safe fixes
 	@$(UV) run --frozen ruff format . && $(UV) run --frozen ruff check --fix .
 
-asyncapi: ## Regenerate asyncapi.yaml from the code
-	@$(UV) run --frozen faststream docs gen --factory processor.app:create_asyncapi_app --yaml --out asyncapi.yaml
+asyncapi: ## Regenerate asyncapi.yaml from the code and the tracking plan (tracking-plan/)
+	@TRACKING_PLAN_DIR=tracking-plan $(UV) run --frozen faststream docs gen --factory processor.app:create_asyncapi_app --yaml --out asyncapi.yaml
+
+plan-check: ## Refuse a tracking-plan change that breaks its version (against the previous main)
+	@scripts/plan_check.sh
 
 asyncapi-renderer: ## Re-vendor the /asyncapi page's renderer from npm (RENDERER_VERSION=x.y.z; default: the pinned one)
 	@$(UV) run --frozen python scripts/vendor_renderer.py asyncapi $(RENDERER_VERSION)
@@ -35,4 +38,4 @@ bench: ## Measure throughput and latency (BENCH_ARGS=--quick: a few minutes; BAS
 compose-check: ## Validate both Compose files (single node, cluster) against the Compose specification
 	@scripts/check_compose.sh
 
-.PHONY: help install run test lint format asyncapi asyncapi-renderer swagger-ui bench compose-check
+.PHONY: help install run test lint format asyncapi plan-check asyncapi-renderer swagger-ui bench compose-check

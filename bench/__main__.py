@@ -173,11 +173,16 @@ def title(plan: Plan, systems: list[str]) -> str:
     )
 
 
-def run(plan: Plan, baseline: Path | None, groups: frozenset[str] = GROUPS) -> Report:
-    """Each system in turn: event-tracker, then the baseline when given."""
+def run(
+    plan: Plan,
+    baseline: Path | None,
+    groups: frozenset[str] = GROUPS,
+    tracking_plan: Path | None = None,
+) -> Report:
+    """Each system in turn: event-tracker (with `tracking_plan`, if given), then the baseline."""
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        specs = [event_tracker_spec()]
+        specs = [event_tracker_spec(tracking_plan)]
         if baseline is not None:
             specs.append(stack.enter_context(baseline_spec(baseline)))
         report = Report(
@@ -222,12 +227,21 @@ def main() -> None:
         "ingest (ingest, drains, 500/s while draining, end to end), refusal (the 429 path), "
         "data (insert rate by stored size, reads, write path beside reads); default: all",
     )
+    parser.add_argument(
+        "--plan",
+        type=Path,
+        help="run event-tracker with this tracking plan enforced (TRACKING_PLAN_DIR); "
+        "`python -m bench.plan_cost --write DIR` writes a typical one covering the bench's "
+        "event types",
+    )
     args = parser.parse_args()
     groups = frozenset(name.strip() for name in args.only.split(",") if name.strip())
     if not groups or not groups <= GROUPS:
         parser.error(f"--only takes some of {', '.join(sorted(GROUPS))}")
     if args.baseline is not None and not args.baseline.is_dir():
         parser.error(f"--baseline {args.baseline}: not a folder")
+    if args.plan is not None and not args.plan.is_dir():
+        parser.error(f"--plan {args.plan}: not a folder")
     # SIGTERM unwinds like Ctrl-C: services, servers and vhosts are stopped and deleted.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -235,7 +249,7 @@ def main() -> None:
             if args.traces:
                 os.environ["OTEL_TRACES_EXPORTER"] = "otlp"
                 os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = tracing.enter_context(otlp_sink())
-            report = run(QUICK if args.quick else FULL, args.baseline, groups)
+            report = run(QUICK if args.quick else FULL, args.baseline, groups, args.plan)
     except KeyboardInterrupt:
         say("interrupted: everything started was stopped")
         sys.exit(130)

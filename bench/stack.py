@@ -69,8 +69,10 @@ class SystemSpec:
     description: str = ""
 
 
-def event_tracker_spec() -> SystemSpec:
-    """This repository's services, as `make run` starts them."""
+def event_tracker_spec(tracking_plan: Path | None = None) -> SystemSpec:
+    """This repository's services, as `make run` starts them; with a tracking plan if given."""
+    plan_env = {"TRACKING_PLAN_DIR": str(tracking_plan.resolve())} if tracking_plan else {}
+    plan_note = f", tracking plan {tracking_plan.name}/ enforced" if tracking_plan else ""
     return SystemSpec(
         name="event-tracker",
         ingest_command=(sys.executable, "-m", "ingest"),
@@ -82,8 +84,9 @@ def event_tracker_spec() -> SystemSpec:
             "INGEST_WORKERS": INGEST_WORKERS,
             "READ_API_KEYS": READ_API_KEY,
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+            **plan_env,
         },
-        description=f"ingest workers {INGEST_WORKERS}",
+        description=f"ingest workers {INGEST_WORKERS}{plan_note}",
     )
 
 

@@ -143,3 +143,42 @@ def test_a_wrong_redis_password_stops_ingest(
             "Redis refused the credentials: it requires a password and the URL gives none"
             " (REDIS_URL)",
         )
+
+
+@pytest.mark.parametrize("module", SERVICES)
+@pytest.mark.parametrize(
+    ("plan_file", "env", "line"),
+    [
+        (
+            None,
+            {"TRACKING_PLAN_ENFORCEMENT": "strict"},
+            "TRACKING_PLAN_ENFORCEMENT: Input should be",
+        ),
+        (None, {"TRACKING_PLAN_UNPLANNED": "ignore"}, "TRACKING_PLAN_UNPLANNED: Input should be"),
+        ("signup.yaml", {}, "TRACKING_PLAN_DIR: signup.yaml: version: String should match"),
+        (
+            "",
+            {"TRACKING_PLAN_DIR": "/nonexistent/plan"},
+            "/nonexistent/plan: not a readable folder",
+        ),
+    ],
+)
+def test_a_bad_tracking_plan_or_mode_stops_the_service_naming_it(
+    start_refused: StartRefused,
+    tmp_path: Path,
+    module: str,
+    plan_file: str | None,
+    env: dict[str, str],
+    line: str,
+) -> None:
+    if plan_file:
+        (tmp_path / "plan").mkdir()
+        (tmp_path / "plan" / plan_file).write_text(
+            "event_type: signup\nversion: '1.0'\ndescription: d\nexamples: [{}]\n"
+            "metadata: {type: object}\n"
+        )
+        env = {**env, "TRACKING_PLAN_DIR": str(tmp_path / "plan")}
+    code, log = start_refused(module, env)
+    assert code != 0
+    assert line in log, log
+    assert "Traceback" not in log, log

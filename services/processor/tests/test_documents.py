@@ -8,7 +8,7 @@ import pytest
 from bson import decode
 
 from activity_contract.erasure import erasure_time
-from activity_contract.events import ActivityIn, ActivityMessage, ActivityOut
+from activity_contract.events import ActivityIn, ActivityMessage, ActivityOut, PlanViolation
 from activity_contract.storage import ACTIVITIES_COLLECTION, ERASURES_COLLECTION
 from activity_testing.events import event_payload
 from processor.documents import (
@@ -22,18 +22,26 @@ from processor.documents import (
 )
 
 
-def stored_form(**overrides: object) -> dict[str, object]:
+def stored_form(
+    violations: list[PlanViolation] | None = None, **overrides: object
+) -> dict[str, object]:
     received = datetime(2026, 6, 1, 12, tzinfo=UTC)
     event = ActivityIn.model_validate(event_payload(**overrides)).to_message(received)
+    event.plan_violations = violations
     return Activity.stored_form(event, processed_at=received, redelivered=True)
 
 
 def test_the_stored_form_has_exactly_the_documents_fields() -> None:
     corrected = stored_form(timestamp="2026-06-01T15:00:00Z", sent_at="2026-06-01T15:00:05Z")
     assigned = stored_form()  # no timestamp sent
+    flagged = stored_form([PlanViolation(path="/metadata/path", rule="type", message="m")])
     declared = set(Activity.model_fields) - {"id", "revision_id"} | {"_id"}
-    assert set(corrected) | set(assigned) == declared
+    assert set(corrected) | set(assigned) | set(flagged) == declared
     assert set(corrected) ^ set(assigned) == {"original_timestamp", "timestamp_assigned"}
+    assert set(flagged) - set(assigned) == {"plan_violations"}
+    assert flagged["plan_violations"] == [
+        {"path": "/metadata/path", "rule": "type", "message": "m"}
+    ]
 
 
 RECEIVED = datetime(2026, 6, 1, 12, tzinfo=UTC)

@@ -261,6 +261,22 @@ class ActivityBatchIn(BaseModel):
     events: list[ActivityIn] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
 
 
+class PlanViolation(BaseModel):
+    """How an event departs from the tracking plan (docs/tracking-plan.md)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    path: str = Field(
+        description="JSON Pointer to the offending value in the event, e.g. "
+        "`/metadata/price` (`/event_type` for an unplanned event type)."
+    )
+    rule: str = Field(
+        description="The JSON Schema keyword it fails (`type`, `required`, ...), or "
+        "`unplanned_event`."
+    )
+    message: str = Field(description="What is wrong, for people.")
+
+
 class ActivityMessage(BaseModel):
     """One event on queue `user_activities`: a validated event plus receipt data.
 
@@ -294,6 +310,12 @@ class ActivityMessage(BaseModel):
     )
     schema_version: int = Field(
         default=SCHEMA_VERSION, description="Version of this message schema (1)."
+    )
+    plan_violations: list[PlanViolation] | None = Field(
+        default=None,
+        description="Where the event departs from the tracking plan, when the plan is "
+        "enforced with `warn` (stored with the event); absent when it meets the plan, when "
+        "no plan is configured, and from older producers' messages.",
     )
 
     @property

@@ -1,11 +1,19 @@
 """Settings pieces both services compose into their own settings class (design §9)."""
 
+from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, PositiveInt, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from activity_contract.topology import QueueType
+from activity_contract.tracking_plan import (
+    Enforcement,
+    PlanError,
+    TrackingPlan,
+    UnplannedPolicy,
+    load_plan_events,
+)
 
 CommaSeparated = Annotated[list[str], NoDecode]
 
@@ -94,6 +102,44 @@ class LoggingSettings(ServiceSettings):
 
 class ConfigurationError(SystemExit):
     """Invalid configuration: stops the process with a message naming each variable."""
+
+
+class TrackingPlanSettings(ServiceSettings):
+    """The tracking plan both services enforce (docs/tracking-plan.md); none by default."""
+
+    tracking_plan_dir: Path | None = Field(
+        default=None,
+        description="Folder of the plan's files, one per event type; empty: no plan.",
+    )
+    tracking_plan_enforcement: Enforcement = Field(
+        default=Enforcement.ENFORCE,
+        description="A planned event that breaks its schema: refused (enforce), recorded "
+        "(warn) or not checked (off); a plan file may set its own.",
+    )
+    tracking_plan_unplanned: UnplannedPolicy = Field(
+        default=UnplannedPolicy.ALLOW,
+        description="An event of a type the plan does not list: allow, warn or refuse.",
+    )
+
+    @field_validator("tracking_plan_dir", mode="before")
+    @classmethod
+    def _empty_is_no_plan(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("tracking_plan_enforcement", "tracking_plan_unplanned", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    def tracking_plan(self) -> TrackingPlan | None:
+        """The plan, loaded and compiled; None without one; a refusal naming the cause."""
+        if self.tracking_plan_dir is None:
+            return None
+        try:
+            events = load_plan_events(self.tracking_plan_dir)
+        except PlanError as error:
+            raise ConfigurationError(f"invalid configuration: TRACKING_PLAN_DIR: {error}") from None
+        return TrackingPlan(events, self.tracking_plan_enforcement, self.tracking_plan_unplanned)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -66,7 +66,10 @@ PUBLISH_OPERATION = OperationDoc(
     "`message_id` = `event_id`, `correlation_id` = the HTTP request id) or a group of "
     "events (`ActivityGroupMessage`, `message_id` = `group_id`; each event carries its own "
     "`request_id`; `correlation_id` is the request id when all events share one, else the "
-    "`group_id`). `content_type` = `application/json`.",
+    "`group_id`). `content_type` = `application/json`. With a tracking plan, each planned "
+    "event type is also a message of its own here (`PlannedEvent.<event_type>`: an "
+    "`ActivityMessage` whose `metadata` meets that type's schema); under `warn` an event "
+    "that does not carries `plan_violations`.",
 )
 CONSUME_OPERATION = OperationDoc(
     title="user_activities:consume",
@@ -75,7 +78,9 @@ CONSUME_OPERATION = OperationDoc(
     "journal acknowledgement, or dead-lettered alone with its reason. A message nobody can "
     "read (not JSON, not of this contract, an unknown `schema_version`, over 2 MiB) is "
     "rejected at once and RabbitMQ dead-letters it; one that keeps failing for a transient "
-    "reason is requeued until the queue's delivery limit dead-letters it.",
+    "reason is requeued until the queue's delivery limit dead-letters it. With a tracking "
+    "plan each event is judged again: under `warn` its violations are stored with it, under "
+    "`enforce` it is dead-lettered alone.",
 )
 DEAD_LETTER_OPERATION = OperationDoc(
     title="user_activities.dlq:publish",
@@ -84,6 +89,7 @@ DEAD_LETTER_OPERATION = OperationDoc(
     "(reason `rejected`: unreadable; `delivery_limit`: failed too often). One event of a "
     "group that cannot be stored while the rest of its group can is published here alone "
     "(`ActivityMessage`) by the processor, with headers `x-dead-letter-reason` (`invalid`, "
-    "`unknown_schema_version`, `refused`) and `x-dead-letter-error`, and the time as its "
-    "`timestamp`. `event-tracker-dlq` lists, shows and replays them.",
+    "`unknown_schema_version`, `refused`; `plan_violation`, `unplanned_event`: refused by "
+    "the enforced tracking plan, even alone in its message) and `x-dead-letter-error`, and "
+    "the time as its `timestamp`. `event-tracker-dlq` lists, shows and replays them.",
 )

@@ -28,10 +28,11 @@ from ingest.http.request_ids import install_log_record_request_ids
 from ingest.http.request_scope import RequestScope
 from ingest.http.write_path import WritePath, WriteRoute
 from ingest.metrics import IngestMetrics
+from ingest.plan_checks import PlanChecks
 from ingest.publishing import ActivityPublisher
 from ingest.rate_limit import ClientRateLimiter
 from ingest.reads import ActivityReader
-from ingest.routes import activities, health, users
+from ingest.routes import activities, health, tracking_plan, users
 from ingest.settings import IngestSettings
 from ingest.shared_windows import SharedWindows
 
@@ -54,6 +55,7 @@ class IngestApp(FastAPI):
 def create_app(settings: IngestSettings | None = None) -> IngestApp:
     """Build the ingest app; with no settings, read them from the environment."""
     settings = settings or load_settings(IngestSettings)
+    plan = settings.tracking_plan()  # compiled once; an invalid plan stops start-up here
     install_log_record_request_ids()
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
@@ -118,6 +120,7 @@ def create_app(settings: IngestSettings | None = None) -> IngestApp:
     app.state.reader = reader
     app.state.eraser = eraser
     app.state.metrics = metrics
+    app.state.tracking_plan = plan
     app.state.shared_windows = shared_windows
     app.state.read_limit = read_limit
     app.state.admin_limit = admin_limit
@@ -134,9 +137,12 @@ def create_app(settings: IngestSettings | None = None) -> IngestApp:
     app.include_router(activities.router, dependencies=write_guards)
     app.include_router(users.router)  # its routes name their own limits and keys
     app.include_router(health.router)
+    app.include_router(tracking_plan.router)
     app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
-    document_request_bodies(app, ActivityIn, ActivityBatchIn)
-    install_error_handlers(app, [activities.router, users.router, health.router])
+    document_request_bodies(app, plan, ActivityIn, ActivityBatchIn)
+    install_error_handlers(
+        app, [activities.router, users.router, health.router, tracking_plan.router]
+    )
     # Pure ASGI middleware; added last = outermost.
     http_metrics = HttpMetrics(registry)
     app.add_middleware(RequestScope, metrics=http_metrics, tracer=tracer)
@@ -155,6 +161,7 @@ def create_app(settings: IngestSettings | None = None) -> IngestApp:
         app.state.ingest_api_keys,
         publisher,
         metrics,
+        PlanChecks(plan, metrics) if plan is not None else None,
     )
     app.write_path = write_path
     app.write_scope = RequestScope(write_path, metrics=http_metrics, tracer=tracer)

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from activity_contract.tracking_plan import TrackingPlan
 from ingest.auth import ApiKeys
 from ingest.domain_errors import DatabaseUnavailableError, InvalidQueryError, UnauthorizedError
 from ingest.erasures import ActivityEraser
@@ -49,6 +50,12 @@ async def get_shared_windows(request: Request) -> SharedWindows:
     return windows
 
 
+async def get_tracking_plan(request: Request) -> TrackingPlan | None:
+    """The app's tracking plan (None: no plan configured)."""
+    plan: TrackingPlan | None = request.app.state.tracking_plan
+    return plan
+
+
 async def get_request_id() -> str:
     """The current request's id (set by `RequestIdMiddleware`)."""
     return current_request_id()
@@ -56,6 +63,7 @@ async def get_request_id() -> str:
 
 PublisherDep = Annotated[ActivityPublisher, Depends(get_publisher)]
 MetricsDep = Annotated[IngestMetrics, Depends(get_metrics)]
+TrackingPlanDep = Annotated[TrackingPlan | None, Depends(get_tracking_plan)]
 ReaderDep = Annotated[ActivityReader, Depends(get_reader)]
 EraserDep = Annotated[ActivityEraser, Depends(get_eraser)]
 SharedWindowsDep = Annotated[SharedWindows, Depends(get_shared_windows)]

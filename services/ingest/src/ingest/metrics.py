@@ -39,6 +39,14 @@ class IngestMetrics:
             buckets=_GROUP_BUCKETS,
             registry=registry,
         )
+        self.plan_violations = Counter(
+            f"{PREFIX}_plan_violations",
+            "Tracking-plan violations, by event type (`(unplanned)` for every type the "
+            "plan does not list), rule and outcome (`refused`; `flagged`: accepted under "
+            "warn; `refused_batch`: flagged, but another event refused its batch).",
+            ["event_type", "rule", "outcome"],
+            registry=registry,
+        )
         self.rate_limited = Counter(
             f"{PREFIX}_rate_limited",
             "Requests refused with 429, by scope (write, read, admin).",

@@ -19,6 +19,7 @@ from activity_contract.settings import (
     BrokerSettings,
     LoggingSettings,
     MongoSettings,
+    TrackingPlanSettings,
     split_commas,
 )
 
@@ -58,7 +59,7 @@ NetworkList = Annotated[list[IPvAnyNetwork], NoDecode]
 SecretList = Annotated[list[SecretStr], NoDecode]
 
 
-class IngestSettings(BrokerSettings, MongoSettings, LoggingSettings):
+class IngestSettings(BrokerSettings, MongoSettings, LoggingSettings, TrackingPlanSettings):
     """Everything the ingest service reads from its environment."""
 
     ingest_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces

@@ -10,14 +10,18 @@ from faststream.context import Context
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.message import RabbitMessage
-from faststream.specification import AsyncAPI
 from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry, make_asgi_app
 from pymongo.asynchronous.database import AsyncDatabase
 
 from activity_contract.events import QueueMessage
 from activity_contract.process import freeze_startup_objects
-from activity_contract.settings import BROKER_RECONNECT_SECONDS, ConfigurationError, load_settings
+from activity_contract.settings import (
+    BROKER_RECONNECT_SECONDS,
+    ConfigurationError,
+    TrackingPlanSettings,
+    load_settings,
+)
 from activity_contract.startup import broker_refusals_named
 from activity_contract.topology import (
     CONSUME_OPERATION,
@@ -26,6 +30,7 @@ from activity_contract.topology import (
     activity_queues,
 )
 from activity_contract.tracing import start_tracing
+from activity_contract.tracking_plan import TrackingPlan
 from processor.asyncapi_page import asyncapi_page_route, load_renderer, renderer_routes
 from processor.bulk_writer import BulkWriter, RetryPolicy
 from processor.documents import (
@@ -38,6 +43,7 @@ from processor.documents import (
 from processor.handlers import ActivityHandler, read_message
 from processor.health import health_routes
 from processor.metrics import ProcessorMetrics
+from processor.planned_messages import PlannedAsyncAPI
 from processor.settings import ProcessorSettings
 
 if TYPE_CHECKING:
@@ -99,10 +105,12 @@ def build_processor(
     database: AsyncDatabase[dict[str, object]],
     metrics: ProcessorMetrics,
     tracer: Tracer | None = None,
+    plan: TrackingPlan | None = None,
 ) -> tuple[RabbitBroker, ActivityHandler, BulkWriter[EncodedActivity]]:
     """The broker with its activity subscriber, the handler it calls, and its writer.
 
-    With a `tracer`, each message's handling and each bulk insert is a span.
+    With a `tracer`, each message's handling and each bulk insert is a span; with a
+    tracking `plan`, each event is judged by it.
     """
     dead_letter_queue, activity_queue = queue_objects(settings)
     broker = RabbitBroker(
@@ -132,7 +140,7 @@ def build_processor(
         description=DEAD_LETTER_OPERATION.description,
     )
     handler = ActivityHandler(
-        writer, store, dead_letters, metrics, settings.processor_prefetch, tracer
+        writer, store, dead_letters, metrics, settings.processor_prefetch, tracer, plan
     )
 
     async def decode(message: RabbitMessage) -> Any:
@@ -181,14 +189,20 @@ def shutdown_hooks(
     return stop_retrying_soon, drain
 
 
-def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
-    """Build the processor app; with no settings, read them from the environment."""
+def create_app(
+    settings: ProcessorSettings | None = None, plan: TrackingPlan | None = None
+) -> AsgiFastStream:
+    """Build the processor app; with no settings, read them from the environment.
+
+    The tracking plan is the settings' (`TRACKING_PLAN_DIR`) unless `plan` is given.
+    """
     settings = settings or load_settings(ProcessorSettings)
     if settings.mongodb_url is None:
         raise ConfigurationError(
             "invalid configuration: MONGODB_URL is not set (`make run` starts the whole stack"
             " with an embedded database)"
         )
+    plan = plan or settings.tracking_plan()  # compiled once; an invalid plan stops start-up
     client = mongo_client(settings.mongodb_url)
     metrics = ProcessorMetrics(CollectorRegistry())
     tracing = start_tracing(settings.otel_traces_exporter, "event-tracker-processor")
@@ -197,6 +211,7 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
         durable_database(client, settings.mongodb_database),
         metrics,
         tracing.tracer if tracing else None,
+        plan,
     )
     renderer = load_renderer()
     stop_retrying_soon, drain = shutdown_hooks(writer)
@@ -220,8 +235,9 @@ def create_app(settings: ProcessorSettings | None = None) -> AsgiFastStream:
             *renderer_routes(renderer),
         ],
         asyncapi_path=asyncapi_page_route(renderer),
-        specification=AsyncAPI(
+        specification=PlannedAsyncAPI(
             broker,
+            plan=plan,
             title="event-tracker",
             version="1.0.0",
             description="User activity events: queue `user_activities` (durable, "
@@ -240,6 +256,10 @@ def create_asyncapi_app() -> AsgiFastStream:
     """The app with built-in defaults only, for `faststream docs gen`.
 
     The generated `asyncapi.yaml` describes the contract, so it must not depend on whatever
-    environment the generator runs in.
+    environment the generator runs in, but for the tracking plan it documents:
+    `TRACKING_PLAN_DIR` (`make asyncapi` names the repository's, tracking-plan/).
     """
-    return create_app(ProcessorSettings.model_construct(mongodb_url="mongodb://localhost:27017"))
+    plan = load_settings(TrackingPlanSettings).tracking_plan()
+    return create_app(
+        ProcessorSettings.model_construct(mongodb_url="mongodb://localhost:27017"), plan
+    )

@@ -26,7 +26,12 @@ from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
 
 from activity_contract.erasure import erased_before
-from activity_contract.events import ActivityMessage, StoredActivity, client_timestamp
+from activity_contract.events import (
+    ActivityMessage,
+    PlanViolation,
+    StoredActivity,
+    client_timestamp,
+)
 from activity_contract.storage import (
     ACTIVITIES_COLLECTION,
     ERASURES_COLLECTION,
@@ -66,6 +71,11 @@ class Activity(StoredActivity, Document):
         description="Stored (as true) only when the client sent no timestamp: `timestamp` "
         "is then the time ingest received the event.",
     )
+    plan_violations: list[PlanViolation] | None = Field(
+        default=None,
+        description="Stored only when the event breaks the tracking plan, enforced with "
+        "`warn`: where and which rule (docs/tracking-plan.md).",
+    )
 
     class Settings:
         """Collection, indexes, and no per-instance state tracking on the write path."""
@@ -100,6 +110,10 @@ class Activity(StoredActivity, Document):
             document["original_timestamp"] = event.original_timestamp
         if event.timestamp_assigned:
             document["timestamp_assigned"] = True
+        if event.plan_violations:
+            document["plan_violations"] = [
+                violation.model_dump() for violation in event.plan_violations
+            ]
         return document
 
 

@@ -6,6 +6,11 @@ delivery, and past the queue's delivery limit dead-letters it), and a message th
 be read is rejected without requeue, which RabbitMQ dead-letters at once. Each event of a
 group meets its own fate: a message is acknowledged once every event is durable, stored
 or dead-lettered alone with its reason.
+
+With a tracking plan the processor judges every event again, trusting nothing published
+to the queue: under `warn` it stores the violations with the event (beside any ingest
+recorded), under `enforce` it dead-letters the event alone, with its reason in the headers
+(`plan_violation`, `unplanned_event`), even when it is a message's only event.
 """
 
 import json
@@ -34,6 +39,7 @@ from activity_contract.events import (
 )
 from activity_contract.topology import ACTIVITY_QUEUE, MAX_MESSAGE_BYTES
 from activity_contract.tracing import span_from_headers
+from activity_contract.tracking_plan import ACCEPTED, UNPLANNED_RULE, TrackingPlan
 from processor.bulk_writer import BulkWriter, WriteOutcome
 from processor.documents import ActivityStore, EncodedActivity, same_client_content
 from processor.metrics import ProcessorMetrics
@@ -57,6 +63,13 @@ class DeadLetterReason(StrEnum):
     UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
     TOO_LARGE = "too_large"  # over the largest message the contract allows
     REFUSED = "refused"  # the database (or BSON) cannot store this event
+    PLAN_VIOLATION = "plan_violation"  # its metadata breaks the plan, enforced
+    UNPLANNED_EVENT = "unplanned_event"  # its type is not planned, and those are refused
+
+
+# Events that read well but that the plan refuses: dead-lettered by the processor itself,
+# with the reason in the headers, rather than by RabbitMQ, even alone in their message.
+PLAN_REASONS = frozenset({DeadLetterReason.PLAN_VIOLATION, DeadLetterReason.UNPLANNED_EVENT})
 
 
 class Progress:
@@ -128,12 +141,15 @@ class ActivityHandler:
         metrics: ProcessorMetrics,
         prefetch: int,
         tracer: Tracer | None = None,
+        plan: TrackingPlan | None = None,
     ) -> None:
         """Write through `writer`; dead-letter single events through `dead_letters`.
 
-        With a `tracer`, handling a message is a span continuing its publisher's trace.
+        With a `tracer`, handling a message is a span continuing its publisher's trace;
+        with a tracking `plan`, each event is judged by it.
         """
         self.tracer = tracer
+        self.plan = plan
         self.writer = writer
         self.store = store
         self.dead_letters = dead_letters
@@ -214,6 +230,11 @@ class ActivityHandler:
                 why = f"schema_version {event.schema_version}"
                 refused.append((event, DeadLetterReason.UNKNOWN_SCHEMA_VERSION, why))
                 continue
+            if self.plan is not None:
+                refusal = self._judge(event, self.plan)
+                if refusal is not None:
+                    refused.append((event, *refusal))
+                    continue
             try:
                 encoded.append(EncodedActivity.of(event, processed_at, redelivered))
             except ENCODING_FAILURES as failure:
@@ -238,7 +259,8 @@ class ActivityHandler:
         ]
         if refused and not isinstance(body, ActivityGroupMessage):
             _, reason, why = refused[0]
-            reject_unreadable(message, reason, why, self.metrics)
+            if reason not in PLAN_REASONS:
+                reject_unreadable(message, reason, why, self.metrics)
         for event, reason, why in refused:
             if not await self._dead_letter_event(event, reason, why, message):
                 self._requeue()
@@ -250,6 +272,31 @@ class ActivityHandler:
         if duplicates:
             await self._report_conflicts(duplicates)
         self._count(writable, outcomes, processed_at, message)
+
+    def _judge(
+        self, event: ActivityMessage, plan: TrackingPlan
+    ) -> tuple[DeadLetterReason, str] | None:
+        """Why the plan refuses `event`, or None; a flagged event gets its violations."""
+        verdict = plan.judge(event.event_type, event.metadata)
+        if verdict is ACCEPTED:
+            return None
+        outcome = "dead_lettered" if verdict.refuse else "flagged"
+        label = plan.metric_label(event.event_type)
+        for violation in verdict.violations:
+            self.metrics.plan_violations.labels(label, violation.rule, outcome).inc()
+        if verdict.refuse:
+            reason = (
+                DeadLetterReason.UNPLANNED_EVENT
+                if verdict.rule_label == UNPLANNED_RULE
+                else DeadLetterReason.PLAN_VIOLATION
+            )
+            why = "; ".join(f"{v.path}: {v.message}" for v in verdict.violations)
+            return reason, why
+        recorded = list(event.plan_violations or [])  # ingest's, kept
+        seen = {(violation.path, violation.rule) for violation in recorded}
+        recorded += [v for v in verdict.violations if (v.path, v.rule) not in seen]
+        event.plan_violations = recorded
+        return None
 
     def _requeue(self) -> None:
         """Give the message back; RabbitMQ counts the delivery (`reject`, unlike `nack`)."""

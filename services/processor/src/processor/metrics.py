@@ -34,6 +34,14 @@ class ProcessorMetrics:
             ["reason"],
             registry=registry,
         )
+        self.plan_violations = Counter(
+            f"{PREFIX}_plan_violations",
+            "Tracking-plan violations found again by the processor, by event type "
+            "(`(unplanned)` for every type the plan does not list), rule and outcome "
+            "(`flagged`: stored with the event; `dead_lettered`).",
+            ["event_type", "rule", "outcome"],
+            registry=registry,
+        )
         self.messages = Counter(
             f"{PREFIX}_messages_consumed",
             "Messages taken from the queue, by kind (`activity`, `activity_group`).",

@@ -4,13 +4,18 @@ from typing import Self
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from activity_contract.settings import BrokerSettings, LoggingSettings, MongoSettings
+from activity_contract.settings import (
+    BrokerSettings,
+    LoggingSettings,
+    MongoSettings,
+    TrackingPlanSettings,
+)
 from activity_contract.topology import MAX_MESSAGE_BYTES
 
 MIB = 1024 * 1024
 
 
-class ProcessorSettings(BrokerSettings, MongoSettings, LoggingSettings):
+class ProcessorSettings(BrokerSettings, MongoSettings, LoggingSettings, TrackingPlanSettings):
     """Everything the processor reads from its environment."""
 
     processor_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces

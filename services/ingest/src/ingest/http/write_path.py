@@ -11,7 +11,8 @@ answers and their order are the routes' contract, unchanged:
    past the route's bound; the body is then bounded while it is read (`413`, `408`);
 3. the client's window in Redis (fastapi-limiter's limiter, `ingest.rate_limit`): `429`;
 4. the ingest key when `INGEST_API_KEYS` is set: `401`;
-5. the body, parsed and validated in one pass: `400`, `422`;
+5. the body, parsed and validated in one pass, then judged by the tracking plan when one
+   is configured (`ingest.plan_checks`): `400`, `422`;
 6. the group-commit publish: `202` once RabbitMQ confirmed, else `503` naming every id.
 
 Only the `202` carries the `RateLimit-*` headers, as the FastAPI routes did. `RequestScope`
@@ -45,6 +46,7 @@ from ingest.http.paths import route_path
 from ingest.http.request_guards import JsonBodyGuard
 from ingest.http.request_ids import current_request_id
 from ingest.metrics import IngestMetrics
+from ingest.plan_checks import PlanChecks
 from ingest.publishing import ActivityPublisher
 from ingest.rate_limit import ClientRateLimiter, Verdict
 
@@ -72,9 +74,14 @@ class WritePath:
         ingest_keys: ApiKeys,
         publisher: ActivityPublisher,
         metrics: IngestMetrics,
+        plan_checks: PlanChecks | None = None,
     ) -> None:
-        """Answer `routes` with `limiter`, `ingest_keys` (none: open), `publisher`."""
+        """Answer `routes` with `limiter`, `ingest_keys` (none: open), `publisher`.
+
+        With `plan_checks`, the events of each request are judged by the tracking plan.
+        """
         self._routes = {write.route.path: write for write in routes}
+        self._plan_checks = plan_checks
         self._limiter = limiter
         self._keys = ingest_keys
         self._publisher = publisher
@@ -128,6 +135,8 @@ class WritePath:
         events = parsed.events if isinstance(parsed, ActivityBatchIn) else [parsed]
         request_id = current_request_id() or None
         messages = [event.to_message(received_at, request_id) for event in events]
+        if self._plan_checks is not None:
+            self._plan_checks.apply(messages, batch=isinstance(parsed, ActivityBatchIn))
         self._observe_clock_skew(events, received_at)
         await self._publisher.publish(messages)
         await _send_accepted(send, _accepted(parsed, messages), verdict)
