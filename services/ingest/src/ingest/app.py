@@ -26,7 +26,7 @@ from ingest.http.metrics import ConnectionMetrics, HttpMetrics
 from ingest.http.request_guards import BATCH_MAX_BYTES, SINGLE_EVENT_MAX_BYTES
 from ingest.http.request_ids import install_log_record_request_ids
 from ingest.http.request_scope import RequestScope
-from ingest.http.write_path import WritePath, WriteRoute
+from ingest.http.write_path import WRITE_ROUTE, WritePath, WriteRoute
 from ingest.metrics import IngestMetrics
 from ingest.plan_checks import PlanChecks
 from ingest.publishing import ActivityPublisher
@@ -46,9 +46,12 @@ class IngestApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A POST to a write route goes to the write path; everything else to FastAPI."""
         write_path = self.write_path
-        if scope["type"] == "http" and write_path is not None and write_path.route_of(scope):
-            await self.write_scope(scope, receive, send)
-            return
+        if scope["type"] == "http" and write_path is not None:
+            write = write_path.route_of(scope)
+            if write is not None:
+                scope[WRITE_ROUTE] = write
+                await self.write_scope(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -131,6 +134,8 @@ def create_app(settings: IngestSettings | None = None) -> IngestApp:
     # cannot be guessed faster than the limit. Health, metrics and docs are not limited.
     # Without INGEST_API_KEYS ingest is open, and its OpenAPI schema declares no security.
     # The routers carry their full path prefixes, so each route knows its whole template.
+    # On the write routes these dependencies declare the limit and the key to OpenAPI; the
+    # write path (`ingest.http.write_path`) applies them, in the same order.
     write_guards = [Depends(write_limit)]
     if settings.ingest_api_keys:
         write_guards.append(Depends(require_ingest_key))

@@ -9,7 +9,6 @@ from activity_contract.tracking_plan import TrackingPlan
 from ingest.auth import ApiKeys
 from ingest.domain_errors import DatabaseUnavailableError, InvalidQueryError, UnauthorizedError
 from ingest.erasures import ActivityEraser
-from ingest.http.request_ids import current_request_id
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
 from ingest.reads import ActivityReader
@@ -56,18 +55,12 @@ async def get_tracking_plan(request: Request) -> TrackingPlan | None:
     return plan
 
 
-async def get_request_id() -> str:
-    """The current request's id (set by `RequestIdMiddleware`)."""
-    return current_request_id()
-
-
 PublisherDep = Annotated[ActivityPublisher, Depends(get_publisher)]
 MetricsDep = Annotated[IngestMetrics, Depends(get_metrics)]
 TrackingPlanDep = Annotated[TrackingPlan | None, Depends(get_tracking_plan)]
 ReaderDep = Annotated[ActivityReader, Depends(get_reader)]
 EraserDep = Annotated[ActivityEraser, Depends(get_eraser)]
 SharedWindowsDep = Annotated[SharedWindows, Depends(get_shared_windows)]
-RequestIdDep = Annotated[str, Depends(get_request_id)]
 
 # One security scheme per kind of key, so the OpenAPI document says which one a route needs.
 _ingest_key = HTTPBearer(

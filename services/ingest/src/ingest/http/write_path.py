@@ -51,6 +51,9 @@ from ingest.publishing import ActivityPublisher
 from ingest.rate_limit import ClientRateLimiter, Verdict
 
 AUTHORIZATION = b"authorization"
+# Scope keys: the request's write route (found once, by the dispatcher) and its client's key.
+WRITE_ROUTE = "ingest.write_route"
+RATE_LIMIT_KEY = "ingest.rate_limit_key"
 # The errors the envelope table answers (`ingest.http.errors.ANSWERS`).
 DOMAIN_ERRORS = tuple(ANSWERS)
 
@@ -97,21 +100,21 @@ class WritePath:
         return self._routes.get(route_path(scope))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one POST to a write route (`route_of(scope)` is not None)."""
-        write = self._routes[route_path(scope)]
+        """Answer one POST to a write route: `scope[WRITE_ROUTE]`, found by `route_of`."""
+        write: WriteRoute = scope[WRITE_ROUTE]
         scope["route"] = write.route  # its template, for the access log and the metrics
         key = await self._limiter.key(HTTPConnection(scope))
         refused = self._limiter.refused_locally(key)
         if refused is not None:
             await send_rate_limited(send, refused.headers())
             return
-        scope["ingest.rate_limit_key"] = key
+        scope[RATE_LIMIT_KEY] = key
         await self._guard(scope, receive, send)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Steps 3 to 6, under the guard's bounds on the body."""
-        write: WriteRoute = self._routes[route_path(scope)]
-        verdict = await self._limiter.counted(scope["ingest.rate_limit_key"])
+        write: WriteRoute = scope[WRITE_ROUTE]
+        verdict = await self._limiter.counted(scope[RATE_LIMIT_KEY])
         if not verdict.allowed:
             await send_rate_limited(send, verdict.headers())
             return
