@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
+from unittest.mock import patch
 
 import aio_pika
 import httpx
@@ -126,6 +127,28 @@ async def test_a_poison_message_queued_before_the_first_start_finds_its_dead_let
     assert deaths[0]["count"] == 1
     reason = {"reason": "invalid"}
     assert value(metrics, "event_tracker_processor_events_dead_lettered_total", **reason) == 1
+
+
+async def test_readiness_waits_for_the_consumer_to_start(mongo_server_url: str) -> None:
+    # FastStream answers HTTP once its start-up hooks ran, before the broker starts its
+    # subscriber (which declares the activity queue): ready then, a publisher's first
+    # message could find no queue.
+    broker = RabbitBroker()
+    broker.subscriber(ACTIVITY_QUEUE)(lambda body: None)
+    client = mongo_client(mongo_server_url)
+    app = AsgiFastStream(broker, asgi_routes=health_routes(broker, client, Progress()))
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://p") as http:
+            with patch.object(broker, "ping", return_value=True):
+                starting = await http.get("/health/ready")
+            async with TestRabbitBroker(broker):
+                started = await http.get("/health/ready")
+    finally:
+        await client.close()
+    assert starting.status_code == 503
+    assert starting.json()["checks"]["consumer"] == "starting"
+    assert started.status_code == 200, started.json()
 
 
 async def test_readiness_reports_a_consumer_that_stopped_moving(mongo_server_url: str) -> None:

@@ -28,10 +28,21 @@ async def _mongo_up(client: AsyncMongoClient[dict[str, object]]) -> bool:
     return True
 
 
+def _consumer_state(broker: RabbitBroker, progress: Progress) -> str:
+    if not all(subscriber.running for subscriber in broker.subscribers):
+        return "starting"
+    return "stalled" if progress.stalled() else "up"
+
+
 def health_routes(
     broker: RabbitBroker, client: AsyncMongoClient[dict[str, object]], progress: Progress
 ) -> list[tuple[str, HttpHandler]]:
-    """`/health/live` and `/health/ready` (broker, MongoDB and a consumer that moves)."""
+    """`/health/live` and `/health/ready` (broker, MongoDB and a consumer that moves).
+
+    The consumer counts as up only once the broker started it: FastStream serves HTTP
+    as soon as its start-up hooks ran, before the subscriber declares the activity queue
+    and consumes from it.
+    """
 
     @get(include_in_schema=False)
     async def live(_: object) -> AsgiResponse:
@@ -44,7 +55,7 @@ def health_routes(
         checks = {
             "broker": "up" if await broker.ping(timeout=PING_SECONDS) else "down",
             "mongodb": "up" if await _mongo_up(client) else "down",
-            "consumer": "stalled" if progress.stalled() else "up",
+            "consumer": _consumer_state(broker, progress),
         }
         up = all(state == "up" for state in checks.values())
         return _json(
