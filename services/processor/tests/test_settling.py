@@ -147,7 +147,7 @@ async def test_readiness_waits_for_the_consumer_to_start(mongo_server_url: str) 
     finally:
         await client.close()
     assert starting.status_code == 503
-    assert starting.json()["checks"]["consumer"] == "starting"
+    assert starting.json()["checks"]["consumer"] == "not_consuming"
     assert started.status_code == 200, started.json()
 
 

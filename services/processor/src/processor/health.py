@@ -30,7 +30,7 @@ async def _mongo_up(client: AsyncMongoClient[dict[str, object]]) -> bool:
 
 def _consumer_state(broker: RabbitBroker, progress: Progress) -> str:
     if not all(subscriber.running for subscriber in broker.subscribers):
-        return "starting"
+        return "not_consuming"
     return "stalled" if progress.stalled() else "up"
 
 
