@@ -23,6 +23,7 @@ from activity_testing.waiting import wait_until
 from ingest.domain_errors import BrokerUnavailableError
 from ingest.metrics import IngestMetrics
 from ingest.publishing import ActivityPublisher
+from ingest.queues import QUEUE_CHECK_SECONDS
 from ingest.settings import IngestSettings
 
 pytestmark = pytest.mark.integration
@@ -163,9 +164,14 @@ async def test_a_missing_queue_is_reported_and_declared_again_once_it_can_be(
     await asyncio.to_thread(allow_declaring, rabbit_url, False)
     try:
         await asyncio.to_thread(delete_queue, rabbit_url, DEAD_LETTER_QUEUE)
+
         # Found by the look-up alone: no publish meets the gap (the dead-letter queue
-        # takes none), and an instance that is not ready gets no requests.
-        assert await publisher.queues.state() == "missing"
+        # takes none), and an instance that is not ready gets no requests. Probes share
+        # one look-up per QUEUE_CHECK_SECONDS: the one before the deletion may answer first.
+        async def missing() -> bool:
+            return await publisher.queues.state() == "missing"
+
+        assert await wait_until(missing, 5 * QUEUE_CHECK_SECONDS)
         assert await wait_until(lambda: _redeclarations(metrics, "failed") >= 1, 30)
         assert _redeclarations(metrics, "declared") == 0
     finally:

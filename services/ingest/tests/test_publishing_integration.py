@@ -15,6 +15,7 @@ from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
 from activity_testing.events import event_payload
 from activity_testing.rabbitmq import allow_declaring, delete_queue, rabbitmqctl
 from activity_testing.waiting import wait_until
+from ingest import queues
 from ingest.app import create_app
 from ingest.settings import IngestSettings
 
@@ -95,6 +96,31 @@ async def _queued_event_ids(rabbit_url: str) -> list[str]:
             assert all(isinstance(event, ActivityMessage) for event in events), events
             ids += [str(event.event_id) for event in events if isinstance(event, ActivityMessage)]
         return ids
+
+
+async def test_readiness_right_after_a_publish_found_the_queue_missing_says_missing(
+    client: httpx.AsyncClient, rabbit_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Probes share one look-up for QUEUE_CHECK_SECONDS; held long here, so the look-up made
+    # before the deletion is still fresh when the publish finds the queue gone.
+    monkeypatch.setattr(queues, "QUEUE_CHECK_SECONDS", 3600.0)
+    assert (await client.get("/health/ready")).json()["checks"]["queue"] == "up"
+    await asyncio.to_thread(allow_declaring, rabbit_url, False)
+    try:
+        await asyncio.to_thread(delete_queue, rabbit_url, ACTIVITY_QUEUE)
+        refused = await client.post("/api/v1/activities", json=event_payload())
+        assert refused.status_code == 503, refused.text
+        ready = await client.get("/health/ready")
+        assert ready.json()["checks"]["queue"] == "missing", ready.text
+        assert ready.status_code == 503
+    finally:
+        await asyncio.to_thread(allow_declaring, rabbit_url, True)
+    monkeypatch.undo()
+
+    async def is_ready() -> bool:
+        return (await client.get("/health/ready")).status_code == 200
+
+    assert await wait_until(is_ready, 30), "the queue was never declared again"
 
 
 async def test_a_deleted_queue_is_a_503_and_unready_until_declared_again(

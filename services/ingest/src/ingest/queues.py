@@ -46,6 +46,7 @@ QUEUE_CHECK_SECONDS = 1.0
 QUEUE_CHECK_TIMEOUT_SECONDS = 1.0
 
 QueueState = Literal["up", "missing", "unknown"]
+FOUND_BY_READINESS = "readiness"
 
 
 class QueueKeeper:
@@ -106,10 +107,14 @@ class QueueKeeper:
 
         At most once per REDECLARE_SECONDS, whatever the number of publishes that meet the
         gap; a failed declaration is tried again at the next publish or readiness probe.
+        Found by a publish, it also makes the next probe look again: the look-up the probes
+        share may predate the gap and still say "up".
         """
         loop = asyncio.get_running_loop()
         if self._stopping:
             return
+        if found_by != FOUND_BY_READINESS:
+            self._checked_at = -math.inf
         if self._redeclaration is not None and not self._redeclaration.done():
             return
         if loop.time() - self._redeclared_at < REDECLARE_SECONDS:
@@ -144,7 +149,7 @@ class QueueKeeper:
             return "unknown"
         if missing is None:
             return "up"
-        self.missing(missing, found_by="readiness")
+        self.missing(missing, found_by=FOUND_BY_READINESS)
         return "missing"
 
     async def _first_missing_queue(self) -> str | None:
