@@ -12,6 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from activity_testing.fuzzing import DERANDOMIZE, seeded
 from activity_testing.processes import ServiceFactory, ServiceProcess
 from ingest.app import create_app
 from ingest.settings import IngestSettings
@@ -52,8 +53,10 @@ def no_server_error_but_503(ctx: Any, response: Any, case: Any) -> bool | None:
 
 
 @schema.parametrize()
+@seeded
 @settings(
     max_examples=MAX_EXAMPLES,
+    derandomize=DERANDOMIZE,  # FUZZ_SEED=n: other examples (activity_testing.fuzzing)
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from activity_testing.fuzzing import DERANDOMIZE, seeded
 from activity_testing.processes import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -85,8 +86,10 @@ def events(draw: st.DrawFn) -> str:
 
 
 @given(bodies=st.lists(events(), min_size=EVENTS_PER_EXAMPLE, max_size=EVENTS_PER_EXAMPLE))
+@seeded
 @settings(
     max_examples=4,
+    derandomize=DERANDOMIZE,  # FUZZ_SEED=n: other examples (activity_testing.fuzzing)
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

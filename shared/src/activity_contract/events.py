@@ -34,6 +34,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticKnownError
 
 MAX_USER_ID_LENGTH = 128
 MAX_EVENT_TYPE_LENGTH = 64
@@ -59,6 +60,13 @@ def _visible_characters_only(value: str) -> str:
         raise ValueError(
             "must not contain control, format (zero-width, bidirectional) or separator characters"
         )
+    return value
+
+
+def _at_most_max_user_id_length_as_sent(value: object) -> object:
+    """The schema's maxLength holds for the value as sent: trimming comes after it."""
+    if isinstance(value, str) and len(value) > MAX_USER_ID_LENGTH:
+        raise PydanticKnownError("string_too_long", {"max_length": MAX_USER_ID_LENGTH})
     return value
 
 
@@ -142,10 +150,12 @@ def _utc(value: datetime) -> datetime:
 UserId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_USER_ID_LENGTH),
+    BeforeValidator(_at_most_max_user_id_length_as_sent),
     AfterValidator(_visible_characters_only),
     Field(
-        description="The user the event belongs to: 1-128 characters after trimming; no "
-        "control, format or line-separator characters."
+        description="The user the event belongs to: at most 128 characters as sent, at least "
+        "1 once trimmed of surrounding whitespace; no control, format or line-separator "
+        "characters."
     ),
 ]
 EventType = Annotated[
