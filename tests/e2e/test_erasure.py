@@ -123,16 +123,17 @@ async def test_a_late_retry_timed_before_the_erasure_is_never_stored(
     assert "event_tracker_processor_events_erased_total 1.0" in processor_metrics
 
 
-@pytest.mark.parametrize("user_id", ["%20", "%00", "a%0Ab", "%1B%5B31mred", "x" * 129])
 async def test_erasure_refuses_ids_no_write_would_accept(
-    http: httpx.AsyncClient, activities: AsyncCollection[Document], user_id: str
+    http: httpx.AsyncClient, activities: AsyncCollection[Document]
 ) -> None:
-    refused = await http.delete(
-        f"/api/v1/users/{user_id}/activities", headers={"Authorization": f"Bearer {ADMIN}"}
-    )
-    assert refused.status_code == 422, refused.text
-    assert refused.json()["error"] == "validation_error"
-    assert refused.json()["details"][0]["loc"] == ["path", "user_id"]
+    # One service for the five ids: each answer is on its own, nothing is kept between them.
+    for user_id in ("%20", "%00", "a%0Ab", "%1B%5B31mred", "x" * 129):
+        refused = await http.delete(
+            f"/api/v1/users/{user_id}/activities", headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        assert refused.status_code == 422, (user_id, refused.text)
+        assert refused.json()["error"] == "validation_error", user_id
+        assert refused.json()["details"][0]["loc"] == ["path", "user_id"], user_id
     erasures = activities.database["erasures"]
     assert await erasures.count_documents({}) == 0
 
