@@ -17,8 +17,14 @@ import aio_pika
 import pytest
 
 from activity_contract.events import ActivityIn
-from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
+from activity_contract.topology import (
+    ACTIVITY_QUEUE,
+    DEAD_LETTER_QUEUE,
+    QueueType,
+    activity_queues,
+)
 from activity_testing.events import event_payload
+from activity_testing.plans import EXAMPLE_PLAN
 from activity_testing.processes import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -26,11 +32,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 POISON = (b"not json", b'{"event_id": "not-a-uuid"}')
 
 
-def dlq(rabbit_url: str, *args: str) -> str:
+def dlq(rabbit_url: str, *args: str, env: dict[str, str] | None = None) -> str:
     """Run the command as an operator would, on this test's vhost; its output."""
     result = subprocess.run(
         [sys.executable, "-m", "processor.dead_letters", *args],
-        env={"RABBITMQ_URL": rabbit_url, "PATH": "/usr/bin:/bin"},
+        env={"RABBITMQ_URL": rabbit_url, "PATH": "/usr/bin:/bin", **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
@@ -40,12 +46,15 @@ def dlq(rabbit_url: str, *args: str) -> str:
     return result.stdout
 
 
-def refused_event(user: str) -> tuple[str, aio_pika.Message]:
+def refused_event(
+    user: str, reason: str = "refused", **fields: Any
+) -> tuple[str, aio_pika.Message]:
     """A valid event as the processor dead-letters one it could not store."""
-    event = ActivityIn.model_validate(event_payload(user_id=user)).to_message(datetime.now(UTC))
+    payload = event_payload(user_id=user, **fields)
+    event = ActivityIn.model_validate(payload).to_message(datetime.now(UTC))
     return str(event.event_id), aio_pika.Message(
         event.model_dump_json(exclude_none=True).encode(),
-        headers={"x-dead-letter-reason": "refused", "x-dead-letter-error": "disk full"},
+        headers={"x-dead-letter-reason": reason, "x-dead-letter-error": "disk full"},
         message_id=str(event.event_id),
         content_type="application/json",
         timestamp=datetime.now(UTC),
@@ -134,3 +143,30 @@ async def held(rabbit_url: str) -> int:
         channel = await connection.channel()
         queue = await channel.declare_queue(DEAD_LETTER_QUEUE, passive=True)
         return queue.declaration_result.message_count or 0
+
+
+async def test_what_the_tracking_plan_refuses_is_left_in_the_queue(rabbit_url: str) -> None:
+    """A purchase without its required fields, dead-lettered by the enforced plan: replayed
+    under the same plan it would only come back, so it stays; under `warn` or no plan, it
+    would store."""
+    _, message = refused_event(
+        "buyer", reason="plan_violation", event_type="purchase", metadata={"coupon": "X"}
+    )
+    connection = await aio_pika.connect(rabbit_url)
+    async with connection:
+        channel = await connection.channel()
+        dead_letter_queue = activity_queues(QueueType.QUORUM, delivery_limit=5)[0]
+        await channel.declare_queue(
+            dead_letter_queue.name, durable=True, arguments=dict(dead_letter_queue.arguments)
+        )
+        await channel.default_exchange.publish(message, routing_key=DEAD_LETTER_QUEUE)
+    enforced = {"TRACKING_PLAN_DIR": str(EXAMPLE_PLAN)}
+
+    assert "would store if replayed: 0" in dlq(rabbit_url, "list", env=enforced)
+    dry = dlq(rabbit_url, "replay", "--apply", env=enforced)
+    assert "replayed to user_activities: 0" in dry
+    assert "plan_violation: 1 (1 events the tracking plan refuses)" in dry
+    assert await held(rabbit_url) == 1
+    warned = {**enforced, "TRACKING_PLAN_ENFORCEMENT": "warn"}
+    assert "would be replayed (dry run: --apply): 1" in dlq(rabbit_url, "replay", env=warned)
+    assert "would be replayed (dry run: --apply): 1" in dlq(rabbit_url, "replay")

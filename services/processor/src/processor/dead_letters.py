@@ -6,6 +6,9 @@
   and `--count`, read again as the processor reads them; a dry run unless `--apply`, which
   moves each one that reads back to `user_activities`. What would still be refused stays.
 
+With a tracking plan (TRACKING_PLAN_DIR and its modes, as the processor is given them), an
+event the plan refuses counts as refused: replayed, it would only be dead-lettered again.
+
 Every message is taken from the head of the dead-letter queue once and, unless replayed,
 put back at its tail (a confirmed publish, then the ack): after a full pass the queue holds
 what it held, in the same order, and nothing is ever requeued, so no delivery counts toward
@@ -34,8 +37,9 @@ from activity_contract.events import (
     UnreadableEvent,
     read_queue_message,
 )
-from activity_contract.settings import BrokerSettings, load_settings
+from activity_contract.settings import BrokerSettings, TrackingPlanSettings, load_settings
 from activity_contract.topology import ACTIVITY_QUEUE, DEAD_LETTER_QUEUE
+from activity_contract.tracking_plan import TrackingPlan
 
 # Bookkeeping of a dead letter that a replayed copy must not carry: the broker's delivery
 # count and the processor's reason (a copy that fails again gets its own).
@@ -52,16 +56,18 @@ class DeadLetter:
     refusal: str | None  # why replaying it would be refused again; None: it would store
 
 
-def read_dead_letter(message: AbstractIncomingMessage) -> DeadLetter:
+def read_dead_letter(
+    message: AbstractIncomingMessage, plan: TrackingPlan | None = None
+) -> DeadLetter:
     """The reason (the processor's header, else RabbitMQ's `x-death`), time and verdict."""
     headers = message.headers or {}
     deaths: Any = headers.get("x-death") or [{}]
     reason = headers.get("x-dead-letter-reason") or deaths[0].get("reason") or "unknown"
     at = deaths[0].get("time") or message.timestamp
-    return DeadLetter(message, str(reason), _utc(at), _refusal(message.body))
+    return DeadLetter(message, str(reason), _utc(at), _refusal(message.body, plan))
 
 
-def _refusal(body: bytes) -> str | None:
+def _refusal(body: bytes, plan: TrackingPlan | None) -> str | None:
     try:
         read = read_queue_message(body)
     except ValidationError as error:
@@ -70,7 +76,17 @@ def _refusal(body: bytes) -> str | None:
         return f"unknown schema_version {read.schema_version}"
     events = read.events if isinstance(read, ActivityGroupMessage) else [read]
     unreadable = sum(1 for event in events if isinstance(event, UnreadableEvent))
-    return f"{unreadable} unreadable events" if unreadable else None
+    if unreadable:
+        return f"{unreadable} unreadable events"
+    if plan is None:
+        return None
+    refused = sum(
+        1
+        for event in events
+        if not isinstance(event, UnreadableEvent)
+        and plan.judge(event.event_type, event.metadata).refuse
+    )
+    return f"{refused} events the tracking plan refuses" if refused else None
 
 
 def _utc(value: object) -> datetime | None:
@@ -103,7 +119,7 @@ def copy_of(message: AbstractIncomingMessage, replay: bool) -> aio_pika.Message:
 Visit = Callable[[int, DeadLetter], Awaitable[bool]]
 
 
-async def one_pass(channel: AbstractChannel, visit: Visit) -> None:
+async def one_pass(channel: AbstractChannel, visit: Visit, plan: TrackingPlan | None) -> None:
     """Each message the dead-letter queue holds now, once, oldest first, through `visit`."""
     queue = await channel.declare_queue(DEAD_LETTER_QUEUE, passive=True)
     held = queue.declaration_result.message_count or 0
@@ -111,7 +127,7 @@ async def one_pass(channel: AbstractChannel, visit: Visit) -> None:
         message = await queue.get(no_ack=False, fail=False)
         if message is None:  # another reader took the rest
             return
-        replay = await visit(position, read_dead_letter(message))
+        replay = await visit(position, read_dead_letter(message, plan))
         target = ACTIVITY_QUEUE if replay else DEAD_LETTER_QUEUE
         await channel.default_exchange.publish(copy_of(message, replay), routing_key=target)
         await message.ack()
@@ -136,7 +152,9 @@ class Selection:
         return self.until is None or (at is not None and at < self.until)
 
 
-async def replay(channel: AbstractChannel, selection: Selection, apply: bool) -> list[str]:
+async def replay(
+    channel: AbstractChannel, selection: Selection, apply: bool, plan: TrackingPlan | None
+) -> list[str]:
     """Replay (or, without `apply`, tell what would be replayed); the summary lines."""
     replayed: Counter[str] = Counter()
     refused: Counter[tuple[str, str]] = Counter()
@@ -155,7 +173,7 @@ async def replay(channel: AbstractChannel, selection: Selection, apply: bool) ->
         replayed[letter.reason] += 1
         return apply
 
-    await one_pass(channel, visit)
+    await one_pass(channel, visit, plan)
     verb = "replayed to user_activities" if apply else "would be replayed (dry run: --apply)"
     lines = [f"{verb}: {sum(replayed.values())}"]
     lines += [f"  {reason}: {count}" for reason, count in sorted(replayed.items())]
@@ -165,7 +183,7 @@ async def replay(channel: AbstractChannel, selection: Selection, apply: bool) ->
     return lines
 
 
-async def listing(channel: AbstractChannel) -> list[str]:
+async def listing(channel: AbstractChannel, plan: TrackingPlan | None) -> list[str]:
     """The dead letters by reason: how many, the oldest, and how many would store."""
     by_reason: dict[str, list[DeadLetter]] = {}
 
@@ -173,7 +191,7 @@ async def listing(channel: AbstractChannel) -> list[str]:
         by_reason.setdefault(letter.reason, []).append(letter)
         return False
 
-    await one_pass(channel, visit)
+    await one_pass(channel, visit, plan)
     lines = [f"{sum(map(len, by_reason.values()))} dead letters in {DEAD_LETTER_QUEUE}"]
     for reason, letters in sorted(by_reason.items()):
         times = [letter.dead_lettered_at for letter in letters if letter.dead_lettered_at]
@@ -183,7 +201,7 @@ async def listing(channel: AbstractChannel) -> list[str]:
     return lines
 
 
-async def showing(channel: AbstractChannel, position: int) -> list[str]:
+async def showing(channel: AbstractChannel, position: int, plan: TrackingPlan | None) -> list[str]:
     """The dead letter at `position` (from 1): properties, headers, body."""
     shown: list[str] = []
 
@@ -206,7 +224,7 @@ async def showing(channel: AbstractChannel, position: int) -> list[str]:
             )
         return False
 
-    await one_pass(channel, visit)
+    await one_pass(channel, visit, plan)
     return shown or [f"no dead letter at position {position}"]
 
 
@@ -238,24 +256,25 @@ def parser() -> argparse.ArgumentParser:
     return commands
 
 
-async def run(args: argparse.Namespace, url: str) -> list[str]:
+async def run(args: argparse.Namespace, url: str, plan: TrackingPlan | None) -> list[str]:
     """Connect, do the verb, return what to print."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()  # publisher confirms: each publish is confirmed
         if args.verb == "list":
-            return await listing(channel)
+            return await listing(channel, plan)
         if args.verb == "show":
-            return await showing(channel, args.position)
+            return await showing(channel, args.position, plan)
         selection = Selection(frozenset(args.reason), args.since, args.until, args.count)
-        return await replay(channel, selection, args.apply)
+        return await replay(channel, selection, args.apply, plan)
 
 
 def main() -> None:
     """Entry point of `event-tracker-dlq`."""
     args = parser().parse_args()
-    settings = load_settings(BrokerSettings)
-    sys.stdout.write("".join(f"{line}\n" for line in asyncio.run(run(args, settings.rabbitmq_url))))
+    url = load_settings(BrokerSettings).rabbitmq_url
+    plan = load_settings(TrackingPlanSettings).tracking_plan()
+    sys.stdout.write("".join(f"{line}\n" for line in asyncio.run(run(args, url, plan))))
 
 
 if __name__ == "__main__":
