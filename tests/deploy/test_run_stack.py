@@ -4,13 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from activity_testing.processes import TEST_REDIS_URL, free_port
+from activity_testing.waiting import wait_until_sync
 
 pytestmark = pytest.mark.integration
 
@@ -37,19 +37,21 @@ def test_run_uses_the_database_named_in_dot_env(
         stdout=subprocess.PIPE,
         text=True,
     )
+    answers: list[httpx.Response] = []
+
+    def ready_or_exited() -> bool:
+        if stack.poll() is not None:
+            return True
+        try:
+            answers.append(httpx.get(f"http://127.0.0.1:{processor_port}/health/ready", timeout=2))
+        except httpx.TransportError:
+            return False
+        return answers[-1].status_code == 200
+
     try:
-        ready = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and stack.poll() is None:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{processor_port}/health/ready", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        assert ready is not None
-        assert ready.status_code == 200, ready.text
+        wait_until_sync(ready_or_exited, within=60)
+        assert answers, "the processor never answered"
+        assert answers[-1].status_code == 200, answers[-1].text
     finally:
         stack.send_signal(signal.SIGINT)
         output, _ = stack.communicate(timeout=60)

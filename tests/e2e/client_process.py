@@ -12,10 +12,13 @@ writes their ids to IDS_FILE, then:
 
 import asyncio
 import sys
-import time
 from pathlib import Path
 
+from activity_testing.waiting import wait_until_sync
 from event_tracker_client import AsyncClient, Client, ClientConfig
+
+# The test kills this process once it says `no answer`; a run that never meets one ends.
+NO_ANSWER_WITHIN_SECONDS = 120.0
 
 
 def track(client: Client | AsyncClient, count: int, ids_file: Path) -> None:
@@ -34,8 +37,10 @@ def durable(config: ClientConfig, count: int, ids_file: Path) -> None:
         print("resumed", len(client), flush=True)  # noqa: T201 - the test reads it
         return
     print("tracked", flush=True)  # noqa: T201 - the test reads it
-    while client.stats.no_answer == 0:
-        time.sleep(0.01)
+    if not wait_until_sync(
+        lambda: client.stats.no_answer > 0, NO_ANSWER_WITHIN_SECONDS, interval=0.01
+    ):
+        sys.exit("no request went unanswered")
     print("no answer", flush=True)  # noqa: T201 - the test reads it
     client.close()
 

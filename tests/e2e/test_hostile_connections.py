@@ -221,7 +221,7 @@ async def test_headers_past_their_bounds_are_431_or_closed_and_memory_stays_flat
         nonlocal peak
         while True:
             peak = max(peak, resident_bytes(guarded_ingest))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # the sampling interval of the memory peak
 
     ten_thousand_lines = POST + b"".join(b"X-Line-%05d: v\r\n" % i for i in range(10_000))
     one_megabyte_header = POST + b"X-Big: " + b"b" * 1_000_000 + b"\r\n\r\n"

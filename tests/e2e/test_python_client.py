@@ -85,7 +85,7 @@ async def test_async_client_rides_out_a_broker_outage(
         async def produce() -> None:
             for round_ in range(100):
                 track_many(client, 15, ids, f"broker-{round_}")
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # pacing: an app tracking as it goes, not a wait
 
         producing = asyncio.create_task(produce())
         assert await wait_until(lambda: client.stats.delivered >= 200, within=30)

@@ -227,7 +227,7 @@ async def test_headers_that_never_end_are_refused_as_they_pass_the_bound(
                 writer.write(endless[sent : sent + 16])
                 await writer.drain()
                 sent += 16
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.002)  # pacing: the server reads the head as it grows
         head = await asyncio.wait_for(answered, SLACK)
         assert head.startswith(b"HTTP/1.1 431 ")
         assert sent < len(endless)

@@ -7,11 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from activity_testing.waiting import wait_until_sync
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # The machine's shared Redis for tests; each test keeps to its own key prefix.
@@ -28,12 +29,14 @@ def free_port() -> int:
 
 def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
     """Block until something accepts TCP connections on host:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def listens() -> bool:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+            return True
+        return False
+
+    if not wait_until_sync(listens, timeout, interval=0.05):
+        raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
 
 
 def venv_script(name: str) -> str:
@@ -168,17 +171,21 @@ class ServiceProcess:
                 stdout=log,  # a baseline's own output too, never the bench's table
                 stderr=log,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code = self.process.returncode
+        process = self.process
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                code = process.returncode
                 raise RuntimeError(f"{self.name} exited with {code}{self._tail()}")
             with (
                 contextlib.suppress(OSError, urllib.error.URLError),
                 urllib.request.urlopen(f"{self.base_url}{self.ready_path}", timeout=1),  # noqa: S310
             ):
-                return self
-            time.sleep(0.1)
+                return True
+            return False
+
+        if wait_until_sync(ready, timeout, interval=0.1):
+            return self
         self.stop()
         raise TimeoutError(
             f"{self.name} did not answer {self.ready_path} in {timeout} s{self._tail()}"

@@ -13,7 +13,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from activity_testing.processes import free_port
+from activity_testing.waiting import wait_until_sync
 
 # Debian's /usr/sbin/rabbitmq* wrappers switch to the rabbitmq user (and its cookie); the
 # scripts they wrap run as whoever calls them, with the environment given here.
@@ -165,17 +165,18 @@ class RabbitCluster:
 
     def await_startup(self, node: RabbitNode, within: float = WITHIN) -> None:
         """Block until `node` runs RabbitMQ (it is not known to epmd at first: retry)."""
-        deadline = time.monotonic() + within
-        while True:
+
+        def started() -> bool:
             if not node.running:
                 raise RuntimeError(f"{node.name} exited: see {node.folder / 'stdout.log'}")
             try:
                 self.ctl(node, "await_startup", "--timeout", "10")
-                return
             except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.5)
+                return False
+            return True
+
+        if not wait_until_sync(started, within, interval=0.5):
+            self.ctl(node, "await_startup", "--timeout", "10")  # raises, naming the cause
 
     def start(self) -> None:
         """Start every node, then join the others to the first one."""

@@ -25,3 +25,15 @@ async def wait_until(
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(interval)
+
+
+def wait_until_sync(
+    condition: Callable[[], object], within: float = 60.0, interval: float = POLL_SECONDS
+) -> bool:
+    """`wait_until` for code without an event loop: blocks the thread between polls."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
