@@ -63,11 +63,23 @@ def _visible_characters_only(value: str) -> str:
     return value
 
 
-def _at_most_max_user_id_length_as_sent(value: object) -> object:
-    """The schema's maxLength holds for the value as sent: trimming comes after it."""
-    if isinstance(value, str) and len(value) > MAX_USER_ID_LENGTH:
-        raise PydanticKnownError("string_too_long", {"max_length": MAX_USER_ID_LENGTH})
-    return value
+# Unicode's White_Space characters: what a user id is trimmed of (Python's `str.strip()`
+# would also take the control characters U+001C-U+001F, which ids refuse).
+_WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def _trimmed_visible_user_id(value: str) -> str:
+    """The id trimmed, non-empty, every character visible; its length was checked as sent.
+
+    The schema's maxLength counts what the client sends, so trimming comes after it.
+    """
+    trimmed = value.strip(_WHITESPACE)
+    if not trimmed:
+        raise PydanticKnownError("string_too_short", {"min_length": 1})
+    return _visible_characters_only(trimmed)
 
 
 def _check_json_values(value: JsonValue) -> None:
@@ -149,9 +161,8 @@ def _utc(value: datetime) -> datetime:
 
 UserId = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_USER_ID_LENGTH),
-    BeforeValidator(_at_most_max_user_id_length_as_sent),
-    AfterValidator(_visible_characters_only),
+    StringConstraints(min_length=1, max_length=MAX_USER_ID_LENGTH),
+    AfterValidator(_trimmed_visible_user_id),
     Field(
         description="The user the event belongs to: at most 128 characters as sent, at least "
         "1 once trimmed of surrounding whitespace; no control, format or line-separator "

@@ -75,17 +75,12 @@ def _refusal(body: bytes, plan: TrackingPlan | None) -> str | None:
     if read.schema_version != SCHEMA_VERSION:
         return f"unknown schema_version {read.schema_version}"
     events = read.events if isinstance(read, ActivityGroupMessage) else [read]
-    unreadable = sum(1 for event in events if isinstance(event, UnreadableEvent))
-    if unreadable:
-        return f"{unreadable} unreadable events"
+    readable = [event for event in events if not isinstance(event, UnreadableEvent)]
+    if len(readable) < len(events):
+        return f"{len(events) - len(readable)} unreadable events"
     if plan is None:
         return None
-    refused = sum(
-        1
-        for event in events
-        if not isinstance(event, UnreadableEvent)
-        and plan.judge(event.event_type, event.metadata).refuse
-    )
+    refused = sum(plan.judge(event.event_type, event.metadata).refuse for event in readable)
     return f"{refused} events the tracking plan refuses" if refused else None
 
 
